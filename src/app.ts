@@ -1,0 +1,149 @@
+/**
+ * buildApp: the Fastify application with its platform plugins first, then each
+ * module's routes. It listens nowhere; server.ts does that.
+ *
+ * The request pipeline judges a request in API.md's order: 413 size, 415 content
+ * type, 400 malformed JSON (all while parsing), then in one preValidation guard 401
+ * authentication, 403 blocked, 429 rate limit, 403 role, 404 resource,
+ * 400 Idempotency-Key; then schema validation (400) and the operation.
+ */
+import { randomUUID } from 'node:crypto';
+import fastifyJwt from '@fastify/jwt';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Config } from './config.js';
+import type { DatabaseHandle } from './platform/db/database.js';
+import type { NotificationHub } from './platform/db/notifications.js';
+import { DomainError, NotFoundError, ValidationError } from './platform/errors.js';
+import { errorHandler, sendError } from './platform/http/envelope.js';
+import { fingerprint, numbersToText, parseJsonBody } from './platform/http/json-body.js';
+import type { ResourceParam } from './platform/http/types.js';
+import './platform/http/types.js';
+import { validatorCompiler } from './platform/http/validation.js';
+import { IDEMPOTENCY_KEY_PATTERN, IdempotencyService } from './platform/idempotency.service.js';
+import type { AppLogger } from './platform/logger.js';
+import { TransactionService } from './platform/transaction.service.js';
+import { adminRoutes } from './modules/admin/admin.routes.js';
+import { AdminService } from './modules/admin/admin.service.js';
+import { authRoutes } from './modules/auth/auth.routes.js';
+import { AuthService, type TokenClaims } from './modules/auth/auth.service.js';
+import { bearerToken, verifyToken } from './modules/auth/authenticate.js';
+import { UserStateCache } from './modules/auth/user-state.cache.js';
+import { healthRoutes } from './modules/ops/health.routes.js';
+import { FinancialService } from './modules/wallets/financial.service.js';
+import { walletRoutes } from './modules/wallets/wallet.routes.js';
+import { WalletService } from './modules/wallets/wallet.service.js';
+
+export interface AppDeps {
+  config: Readonly<Config>;
+  database: DatabaseHandle;
+  log: AppLogger;
+  jwtSecret: string;
+  /** Cross-process notifications; without it caches only see this process's changes. */
+  hub?: NotificationHub;
+}
+
+export interface Services {
+  tx: TransactionService;
+  idempotency: IdempotencyService;
+  financial: FinancialService;
+  wallets: WalletService;
+  auth: AuthService;
+  admin: AdminService;
+  userCache: UserStateCache;
+}
+
+const RESOURCE_FORMATS: Record<ResourceParam, RegExp> = {
+  id: /^[1-9][0-9]{0,17}$/,
+  walletType: /^(live|demo)$/,
+};
+
+export const BODY_LIMIT = 64 * 1024;
+
+export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; services: Services }> {
+  const { config, database, log } = deps;
+  const app = Fastify({
+    loggerInstance: log as unknown as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT,
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    logController: new LogController({ requestIdLogLabel: 'operationId' }),
+    trustProxy: config.trustProxy,
+    return503OnClosing: true,
+    routerOptions: { ignoreDuplicateSlashes: true },
+  });
+
+  // --- services ---------------------------------------------------------------
+  const tx = new TransactionService(database.db, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs }, log);
+  const idempotency = new IdempotencyService(tx, config.idempotencyTtlHours);
+  const financial = new FinancialService(tx, log);
+  const wallets = new WalletService(database.db, idempotency, financial);
+  const userCache = new UserStateCache(database.db);
+  if (deps.hub) userCache.attach(deps.hub);
+  await app.register(fastifyJwt, {
+    secret: deps.jwtSecret,
+    sign: { algorithm: 'HS256', expiresIn: config.jwtTtl },
+    verify: { algorithms: ['HS256'] },
+  });
+  const sign = (claims: TokenClaims) => app.jwt.sign(claims);
+  const auth = new AuthService(database.db, tx, financial, userCache, sign, { demoInitialBalance: config.demoInitialBalance });
+  const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
+  const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache };
+
+  // --- request handling ------------------------------------------------------
+  app.setValidatorCompiler(validatorCompiler);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => sendError(reply, 404, { code: 'NOT_FOUND', message: `No route ${req.method} ${req.url.split('?')[0]}` }));
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+  // Any other content type: fine without a body, 415 with one.
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, body, done) => {
+    if ((body as string).length === 0) done(null, undefined);
+    else done(new DomainError('UNSUPPORTED_MEDIA_TYPE', 'Request bodies must be application/json'), undefined);
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('X-Operation-Id', req.id);
+  });
+
+  app.addHook('preValidation', async (req) => guard(req));
+  // Handlers see JSON numbers as their exact text, never as floats.
+  app.addHook('preHandler', async (req) => {
+    if (req.body !== null && typeof req.body === 'object') req.body = numbersToText(req.body);
+  });
+
+  async function guard(req: FastifyRequest) {
+    const cfg = req.routeOptions.config;
+    if (cfg.auth) req.authUser = await verifyToken(app, userCache, bearerToken(req));
+    if (cfg.admin && req.authUser?.role !== 'admin') throw new DomainError('FORBIDDEN', 'Administrators only');
+    if (cfg.resourceParams) {
+      const params = req.params as Record<string, string>;
+      for (const [name, kind] of Object.entries(cfg.resourceParams)) {
+        if (!RESOURCE_FORMATS[kind].test(params[name] ?? '')) throw new NotFoundError();
+      }
+    }
+    if (cfg.idempotent) {
+      const header = req.headers['idempotency-key'];
+      if (header === undefined) throw new DomainError('IDEMPOTENCY_KEY_REQUIRED', 'This request needs an Idempotency-Key header');
+      if (typeof header !== 'string' || !IDEMPOTENCY_KEY_PATTERN.test(header)) {
+        throw new ValidationError('Malformed Idempotency-Key', [{ field: 'Idempotency-Key', message: '1..255 characters of [A-Za-z0-9_.:-]' }]);
+      }
+      const path = req.url.split('?')[0]!;
+      req.idempotencyKey = IdempotencyService.generateKey(req.authUser!.id, header, req.method, path, fingerprint(req.method, path, req.body));
+    }
+  }
+
+  // --- routes ----------------------------------------------------------------
+  healthRoutes(app, { db: database.db, pool: database.pool, tx, startedAt: Date.now() });
+  authRoutes(app, auth);
+  walletRoutes(app, wallets);
+  adminRoutes(app, admin);
+
+  return { app, services };
+}

@@ -1,0 +1,137 @@
+/**
+ * FinancialService: the seed's atomic money operations. Every change of a wallet's
+ * balance, margin or realized profit goes through here and writes its ledger entry
+ * in the same statement; each call is atomic (its own transaction, or the caller's
+ * when one is passed) and logged with `logger.financial` (old and new balance).
+ */
+import type { Trx } from '../../platform/db/database.js';
+import type { WalletType } from '../../platform/db/schema.js';
+import { InsufficientFundsError, NotFoundError } from '../../platform/errors.js';
+import type { AppLogger } from '../../platform/logger.js';
+import { Decimal } from '../../platform/money.js';
+import type { TransactionService } from '../../platform/transaction.service.js';
+import { applyWalletChange, type WalletChangeRow } from './ledger.repository.js';
+
+/** The transaction types of API.md that a single-wallet entry can carry. */
+export type OperationType =
+  | 'deposit' | 'withdrawal' | 'adjustment' | 'trade_profit' | 'trade_loss'
+  | 'referral_commission' | 'referral_bonus' | 'negative_balance_compensation'
+  | 'margin_reserve' | 'margin_release';
+
+/** The house account on the other side of each entry type. */
+function houseAccountFor(operation: OperationType, book: WalletType): string {
+  switch (operation) {
+    case 'deposit': return book === 'demo' ? 'demo_faucet' : 'deposit_gateway';
+    case 'withdrawal': return book === 'demo' ? 'demo_faucet' : 'withdrawal_gateway';
+    case 'adjustment': return 'adjustments';
+    case 'trade_profit':
+    case 'trade_loss':
+    case 'margin_reserve':
+    case 'margin_release': return 'dealing';
+    case 'referral_commission': return 'referral_commissions';
+    case 'referral_bonus': return 'referral_bonuses';
+    case 'negative_balance_compensation': return 'negative_balance_compensation';
+  }
+}
+
+export interface FinancialContext {
+  /** Join the caller's transaction instead of opening one. */
+  trx?: Trx;
+  operationId: string;
+  log?: AppLogger;
+  orderId?: string | null;
+  counterparty?: string | null;
+  note?: string | null;
+  /**
+   * Money leaving the wallet must be withdrawable: `balance - margin` covers it
+   * (checked in the UPDATE itself); open positions' unrealized P&L is checked by the
+   * trading module's free-margin hook.
+   */
+  requireWithdrawable?: boolean;
+}
+
+export interface CombinedDeltas {
+  balance?: string | Decimal;
+  margin?: string | Decimal;
+  profit?: string | Decimal;
+}
+
+export type FreeMarginCheck = (trx: Trx, wallet: WalletChangeRow) => Promise<void>;
+
+const text = (v: string | Decimal | undefined) => (v === undefined ? '0' : new Decimal(v).toFixed());
+
+export class FinancialService {
+  /** Set by the trading module: refuses a withdrawal that would leave free margin below 0. */
+  freeMarginCheck?: FreeMarginCheck;
+
+  constructor(
+    private readonly tx: TransactionService,
+    private readonly log: AppLogger,
+  ) {}
+
+  /** Credits (amount > 0) or debits (amount < 0) a wallet against the house account of `operationType`. */
+  async updateWalletBalance(
+    userId: string,
+    amount: string | Decimal,
+    walletType: WalletType,
+    operationType: OperationType,
+    metadata: Record<string, unknown> | null = null,
+    context: FinancialContext,
+  ): Promise<WalletChangeRow> {
+    return this.performCombinedOperation(userId, { balance: amount }, walletType, operationType, metadata, context);
+  }
+
+  /**
+   * Changes balance, margin and realized profit of one wallet at once. The balance
+   * part is posted against the house account of `operationType`; margin is a
+   * reservation inside the wallet and moves no money.
+   */
+  async performCombinedOperation(
+    userId: string,
+    deltas: CombinedDeltas,
+    walletType: WalletType,
+    operationType: OperationType,
+    metadata: Record<string, unknown> | null = null,
+    context: FinancialContext,
+  ): Promise<WalletChangeRow> {
+    const run = async (trx: Trx) => {
+      const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
+      const balanceDelta = new Decimal(d.balance);
+      // Money leaving (or margin reserved) must be covered by balance - margin.
+      const outflow = balanceDelta.neg().plus(new Decimal(d.margin).gt(0) ? d.margin : 0);
+      // The UPDATE's condition sees the row before the change: old balance - old margin >= outflow.
+      const minAvailable = context.requireWithdrawable && outflow.gt(0) ? outflow.toFixed() : undefined;
+      const row = await applyWalletChange(trx, userId, walletType, d, {
+        type: operationType,
+        houseAccount: houseAccountFor(operationType, walletType),
+        operationId: context.operationId,
+        orderId: context.orderId,
+        counterparty: context.counterparty,
+        note: context.note,
+        metadata,
+      }, minAvailable);
+      if (!row) {
+        if (minAvailable !== undefined) throw new InsufficientFundsError();
+        throw new NotFoundError('Wallet');
+      }
+      if (context.requireWithdrawable && outflow.gt(0) && new Decimal(row.margin).gt(0) && this.freeMarginCheck) {
+        await this.freeMarginCheck(trx, row);
+      }
+      (context.log ?? this.log).financial(operationType, {
+        operationId: context.operationId,
+        userId,
+        walletType,
+        amount: d.balance,
+        margin: d.margin,
+        profit: d.profit,
+        oldBalance: row.oldBalance,
+        newBalance: row.balance,
+        postingId: row.postingId,
+        metadata,
+      });
+      return row;
+    };
+    if (context.trx) return run(context.trx);
+    return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Every query of the ledger and the wallet rows. A wallet's balance is the
+ * materialised sum of its postings; both change in one statement, so they can never
+ * drift apart. House accounts have no balance row (no hot rows): their balance is
+ * the sum of their postings.
+ */
+import { sql } from 'kysely';
+import type { Db, Trx } from '../../platform/db/database.js';
+import type { WalletRow, WalletType } from '../../platform/db/schema.js';
+import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
+
+export interface PostingInfo {
+  type: string;
+  houseAccount: string;
+  operationId: string;
+  orderId?: string | null;
+  counterparty?: string | null;
+  note?: string | null;
+  metadata?: Record<string, unknown> | null;
+}
+
+export interface WalletChangeRow {
+  id: string;
+  userId: string;
+  type: WalletType;
+  currency: string;
+  balance: string;
+  margin: string;
+  realizedProfit: string;
+  updatedAt: Date;
+  oldBalance: string;
+  postingId: string | null;
+  postingCreatedAt: Date | null;
+}
+
+export interface WalletDeltas {
+  balance: string;
+  margin: string;
+  profit: string;
+}
+
+/**
+ * Applies deltas to one wallet (`balance = balance + $delta`, never a value computed
+ * from an unlocked read) and, when the balance moves, writes the two postings of the
+ * entry (wallet and house account) in the same statement. `minAvailable` adds the
+ * condition `balance - margin >= minAvailable`; no row comes back when it fails.
+ */
+export async function applyWalletChange(
+  trx: Trx,
+  userId: string,
+  walletType: WalletType,
+  deltas: WalletDeltas,
+  posting: PostingInfo | undefined,
+  minAvailable?: string,
+): Promise<WalletChangeRow | undefined> {
+  const p = posting;
+  const withPosting = p !== undefined && deltas.balance !== '0';
+  const { rows } = await sql<WalletChangeRow>`
+    WITH w AS (
+      UPDATE wallets
+      SET balance = balance + ${deltas.balance}::numeric,
+          margin = margin + ${deltas.margin}::numeric,
+          realized_profit = realized_profit + ${deltas.profit}::numeric,
+          updated_at = now()
+      WHERE user_id = ${userId} AND type = ${walletType}
+        AND (${minAvailable ?? null}::numeric IS NULL OR balance - margin >= ${minAvailable ?? null}::numeric)
+      RETURNING *
+    ), e AS (
+      SELECT nextval('journal_entry_id_seq') AS id FROM w WHERE ${withPosting}
+    ), p AS (
+      INSERT INTO ledger_postings (entry_id, book, wallet_id, house_account, type, amount, balance_after, operation_id, order_id, counterparty, note, metadata)
+      SELECT e.id, w.type, v.wallet_id, v.house_account, ${p?.type ?? ''}, v.amount, v.balance_after,
+             ${p?.operationId ?? ''}, ${p?.orderId ?? null}::bigint, ${p?.counterparty ?? null}, ${p?.note ?? null},
+             ${p?.metadata ? JSON.stringify(p.metadata) : null}::jsonb
+      FROM w CROSS JOIN e CROSS JOIN LATERAL (VALUES
+        (w.id, NULL::text, ${deltas.balance}::numeric, w.balance),
+        (NULL::bigint, ${p?.houseAccount ?? null}::text, -${deltas.balance}::numeric, NULL::numeric)
+      ) AS v (wallet_id, house_account, amount, balance_after)
+      RETURNING id, wallet_id, created_at
+    )
+    SELECT w.id, w.user_id, w.type, w.currency, w.balance, w.margin, w.realized_profit, w.updated_at,
+           w.balance - ${deltas.balance}::numeric AS old_balance,
+           (SELECT p.id FROM p WHERE p.wallet_id IS NOT NULL) AS posting_id,
+           (SELECT p.created_at FROM p WHERE p.wallet_id IS NOT NULL) AS posting_created_at
+    FROM w
+  `.execute(trx);
+  return rows[0];
+}
+
+export interface TransferSide {
+  walletId: string;
+  userId: string;
+  accountNumber: string;
+}
+
+export interface TransferRow {
+  walletId: string;
+  balance: string;
+  margin: string;
+  postingId: string;
+  createdAt: Date;
+}
+
+/**
+ * Locks the wallets of a transfer in ascending id order (DESIGN.md rule 3) in one
+ * statement: LockRows sits above the Sort, so rows are locked in ORDER BY order.
+ */
+export async function lockWalletsForTransfer(trx: Trx, fromUserId: string, toAccountNumber: string, walletType: WalletType) {
+  const { rows } = await sql<{ id: string; userId: string; accountNumber: string; balance: string; margin: string }>`
+    SELECT w.id, w.user_id, u.account_number, w.balance, w.margin
+    FROM wallets w JOIN users u ON u.id = w.user_id
+    WHERE w.type = ${walletType} AND (w.user_id = ${fromUserId} OR u.account_number = ${toAccountNumber})
+    ORDER BY w.id
+    FOR UPDATE OF w
+  `.execute(trx);
+  return rows;
+}
+
+/** Moves `amount` between two locked wallets: both balances and both postings in one statement. */
+export async function postTransfer(
+  trx: Trx,
+  from: TransferSide,
+  to: TransferSide,
+  walletType: WalletType,
+  amount: string,
+  operationId: string,
+  note: string | null,
+): Promise<{ from: TransferRow; to: TransferRow }> {
+  const { rows } = await sql<TransferRow & { side: 'from' | 'to' }>`
+    WITH w AS (
+      UPDATE wallets SET balance = balance + CASE WHEN id = ${from.walletId} THEN -${amount}::numeric ELSE ${amount}::numeric END,
+                         updated_at = now()
+      WHERE id IN (${from.walletId}, ${to.walletId})
+      RETURNING id, balance, margin
+    ), e AS (SELECT nextval('journal_entry_id_seq') AS id),
+    p AS (
+      INSERT INTO ledger_postings (entry_id, book, wallet_id, type, amount, balance_after, operation_id, counterparty, note)
+      SELECT e.id, ${walletType}, w.id,
+             CASE WHEN w.id = ${from.walletId} THEN 'transfer_out' ELSE 'transfer_in' END,
+             CASE WHEN w.id = ${from.walletId} THEN -${amount}::numeric ELSE ${amount}::numeric END,
+             w.balance, ${operationId},
+             CASE WHEN w.id = ${from.walletId} THEN ${to.accountNumber} ELSE ${from.accountNumber} END,
+             ${note}
+      FROM w CROSS JOIN e
+      RETURNING id, wallet_id, created_at
+    )
+    SELECT w.id AS wallet_id, w.balance, w.margin, p.id AS posting_id, p.created_at,
+           CASE WHEN w.id = ${from.walletId} THEN 'from' ELSE 'to' END AS side
+    FROM w JOIN p ON p.wallet_id = w.id
+  `.execute(trx);
+  const fromRow = rows.find((r) => r.side === 'from');
+  const toRow = rows.find((r) => r.side === 'to');
+  if (!fromRow || !toRow) throw new Error('transfer did not update both wallets');
+  return { from: fromRow, to: toRow };
+}
+
+export async function findWallet(db: Db | Trx, userId: string, type: WalletType): Promise<WalletRow | undefined> {
+  return db.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type).executeTakeFirst();
+}
+
+export async function findWallets(db: Db | Trx, userId: string): Promise<WalletRow[]> {
+  return db.selectFrom('wallets').selectAll().where('userId', '=', userId).orderBy('type', 'desc').execute(); // live, then demo
+}
+
+export async function lockWallet(trx: Trx, userId: string, type: WalletType): Promise<WalletRow | undefined> {
+  return trx.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type).forUpdate().executeTakeFirst();
+}
+
+export interface HistoryFilter {
+  walletId: string;
+  type?: string;
+  from?: Date;
+  to?: Date;
+  before?: Cursor;
+  limit: number;
+}
+
+export async function listPostings(db: Db | Trx, f: HistoryFilter) {
+  let q = db.selectFrom('ledgerPostings').selectAll().select(createdMicros().as('createdMicros')).where('walletId', '=', f.walletId);
+  if (f.type) q = q.where('type', '=', f.type);
+  if (f.from) q = q.where('createdAt', '>=', f.from);
+  if (f.to) q = q.where('createdAt', '<=', f.to);
+  if (f.before) q = q.where(olderThan(f.before));
+  return q.orderBy('createdAt', 'desc').orderBy('id', 'desc').limit(f.limit + 1).execute();
+}
+
+export async function findPosting(db: Db | Trx, id: string) {
+  return db.selectFrom('ledgerPostings').selectAll().where('id', '=', id).executeTakeFirst();
+}

@@ -1,0 +1,93 @@
+/**
+ * PostgreSQL LISTEN/NOTIFY on one dedicated connection. Processes learn here what
+ * another process changed (a user's token revocation or block, quotes, account
+ * events). After a lost connection it reconnects and tells its subscribers, who
+ * must then assume they missed messages (caches drop everything).
+ */
+import pg from 'pg';
+import type { AppLogger } from '../logger.js';
+
+type Handler = (payload: string) => void;
+
+export class NotificationHub {
+  private client: pg.Client | undefined;
+  private readonly handlers = new Map<string, Handler[]>();
+  private readonly reconnectHandlers: (() => void)[] = [];
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly log: AppLogger,
+  ) {}
+
+  on(channel: string, handler: Handler): void {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`bad channel name ${channel}`);
+    const list = this.handlers.get(channel) ?? [];
+    list.push(handler);
+    this.handlers.set(channel, list);
+    if (list.length === 1 && this.client) void this.client.query(`LISTEN ${channel}`).catch(() => undefined);
+  }
+
+  onReconnect(handler: () => void): void {
+    this.reconnectHandlers.push(handler);
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.connect(false);
+  }
+
+  private async connect(isReconnect: boolean): Promise<void> {
+    const client = new pg.Client({ connectionString: this.connectionString, application_name: 'trading-backend-listener' });
+    client.on('notification', (msg) => {
+      for (const h of this.handlers.get(msg.channel) ?? []) {
+        try {
+          h(msg.payload ?? '');
+        } catch (err) {
+          this.log.error({ err, channel: msg.channel }, 'notification handler failed');
+        }
+      }
+    });
+    client.on('error', () => this.scheduleReconnect(client));
+    client.on('end', () => this.scheduleReconnect(client));
+    try {
+      await client.connect();
+      for (const channel of this.handlers.keys()) await client.query(`LISTEN ${channel}`);
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      if (!isReconnect) throw err;
+      this.scheduleReconnect(undefined);
+      return;
+    }
+    this.client = client;
+    if (isReconnect) {
+      this.log.info('notification listener reconnected');
+      for (const h of this.reconnectHandlers) h();
+    }
+  }
+
+  private scheduleReconnect(failed: pg.Client | undefined): void {
+    if (this.stopped || this.retryTimer || (failed && failed !== this.client)) return;
+    this.client = undefined;
+    // Missed messages are unknown: subscribers drop what they cached right away.
+    for (const h of this.reconnectHandlers) h();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.connect(true);
+    }, 1000);
+    this.retryTimer.unref();
+  }
+
+  get connected(): boolean {
+    return this.client !== undefined;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const c = this.client;
+    this.client = undefined;
+    await c?.end().catch(() => undefined);
+  }
+}

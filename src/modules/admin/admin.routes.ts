@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WalletType } from '../../platform/db/schema.js';
 import { sendData, sendOutcome } from '../../platform/http/envelope.js';
-import { IdempotencyKeyHeader, PageQuery, SignedMoneyInput, WalletTypeSchema } from '../../platform/http/schemas.js';
+import { EmptyBody, IdempotencyKeyHeader, PageQuery, SignedMoneyInput, WalletTypeSchema } from '../../platform/http/schemas.js';
 import { asAppLogger } from '../../platform/logger.js';
 import type { AdminService } from './admin.service.js';
 
@@ -39,7 +39,7 @@ export function adminRoutes(app: FastifyInstance, admin: AdminService) {
   for (const action of ['block', 'unblock'] as const) {
     app.post<{ Params: { id: string } }>(`/api/v1/admin/users/:id/${action}`, {
       config: { ...guarded, resourceParams: { id: 'id' } },
-      schema: { tags: ['admin'], summary: action === 'block' ? 'Block a user (403 ACCOUNT_BLOCKED on their requests)' : 'Unblock a user', params: IdParams },
+      schema: { tags: ['admin'], summary: action === 'block' ? 'Block a user (403 ACCOUNT_BLOCKED on their requests)' : 'Unblock a user', params: IdParams, body: EmptyBody },
     }, async (req, reply) => sendData(reply, 200, await admin.setBlocked(ctx(req), req.params.id, action === 'block')));
   }
 

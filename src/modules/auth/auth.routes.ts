@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { sendData } from '../../platform/http/envelope.js';
+import { EmptyBody } from '../../platform/http/schemas.js';
 import { asAppLogger } from '../../platform/logger.js';
 import type { AuthService } from './auth.service.js';
 
@@ -25,7 +26,7 @@ export function authRoutes(app: FastifyInstance, auth: AuthService) {
   app.get('/api/v1/me', { config: { auth: true }, schema: { tags: ['auth'], summary: 'The authenticated user' } }, async (req, reply) =>
     sendData(reply, 200, { user: await auth.me(req.authUser!.id) }));
 
-  app.post('/api/v1/auth/logout', { config: { auth: true }, schema: { tags: ['auth'], summary: 'Revoke every token issued to this user so far' } }, async (req, reply) => {
+  app.post('/api/v1/auth/logout', { config: { auth: true }, schema: { tags: ['auth'], summary: 'Revoke every token issued to this user so far', body: EmptyBody } }, async (req, reply) => {
     await auth.logout(req.authUser!.id, asAppLogger(req.log));
     return sendData(reply, 200, {});
   });

@@ -35,8 +35,9 @@ function numericText(data: unknown): string | undefined {
   return undefined;
 }
 
+/** Ajv fills in instancePath and schemaPath of a keyword's errors. */
 function keywordError(message: string): ErrorObject {
-  return { keyword: 'x-decimal', message, params: {}, instancePath: '', schemaPath: '' };
+  return { keyword: 'x-decimal', message, params: {} } as unknown as ErrorObject;
 }
 
 type KeywordValidate = ((schema: unknown, data: unknown) => boolean) & { errors?: ErrorObject[] };

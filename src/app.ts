@@ -29,6 +29,8 @@ import { AuthService, type TokenClaims } from './modules/auth/auth.service.js';
 import { bearerToken, verifyToken } from './modules/auth/authenticate.js';
 import { UserStateCache } from './modules/auth/user-state.cache.js';
 import { healthRoutes } from './modules/ops/health.routes.js';
+import { jobStatuses } from './modules/ops/jobs.js';
+import { maintenanceJobs, registerJobs } from './modules/ops/ops.plugin.js';
 import { FinancialService } from './modules/wallets/financial.service.js';
 import { walletRoutes } from './modules/wallets/wallet.routes.js';
 import { WalletService } from './modules/wallets/wallet.service.js';
@@ -89,6 +91,8 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
   const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache };
 
+  await registerJobs(app, database, log, maintenanceJobs(config, database, services));
+
   // --- request handling ------------------------------------------------------
   app.setValidatorCompiler(validatorCompiler);
   app.setErrorHandler(errorHandler);
@@ -140,7 +144,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   }
 
   // --- routes ----------------------------------------------------------------
-  healthRoutes(app, { db: database.db, pool: database.pool, tx, startedAt: Date.now() });
+  healthRoutes(app, { db: database.db, pool: database.pool, tx, startedAt: Date.now(), jobs: jobStatuses });
   authRoutes(app, auth);
   walletRoutes(app, wallets);
   adminRoutes(app, admin);

@@ -6,7 +6,7 @@ import { poolStats } from '../../platform/db/database.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 
 /** GET /health: 200 with a reachable database, 503 `unavailable` while it is not. Not wrapped in the envelope. */
-export function healthRoutes(app: FastifyInstance, deps: { db: Db; pool: pg.Pool; tx: TransactionService; startedAt: number; extra?: () => Record<string, unknown> }) {
+export function healthRoutes(app: FastifyInstance, deps: { db: Db; pool: pg.Pool; tx: TransactionService; startedAt: number; jobs?: (db: Db) => Promise<unknown> }) {
   app.get('/health', { config: { unlimited: true }, schema: { tags: ['operations'], summary: 'Liveness and database health' } }, async (_req, reply) => {
     const started = process.hrtime.bigint();
     let ok = true;
@@ -21,12 +21,13 @@ export function healthRoutes(app: FastifyInstance, deps: { db: Db; pool: pg.Pool
     }
     const latencyMs = Math.round(Number(process.hrtime.bigint() - started) / 10_000) / 100;
     const s = deps.tx.stats;
+    const jobs = ok && deps.jobs ? await deps.jobs(deps.db).catch(() => undefined) : undefined;
     return reply.code(ok ? 200 : 503).send({
       status: ok ? 'ok' : 'unavailable',
       uptimeSeconds: Math.floor((Date.now() - deps.startedAt) / 1000),
       db: { ok, latencyMs, pool: poolStats(deps.pool) },
       transactions: { committed: s.committed, rolledBack: s.rolledBack, retried: s.retried, deadlocks: s.deadlocks, successRate: s.successRate },
-      ...deps.extra?.(),
+      ...(jobs ? { jobs } : {}),
     });
   });
 }

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import fastifyJwt from '@fastify/jwt';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Config } from './config.js';
 import type { DatabaseHandle } from './platform/db/database.js';
 import type { NotificationHub } from './platform/db/notifications.js';
@@ -30,7 +30,10 @@ import { bearerToken, verifyToken } from './modules/auth/authenticate.js';
 import { UserStateCache } from './modules/auth/user-state.cache.js';
 import { healthRoutes } from './modules/ops/health.routes.js';
 import { jobStatuses } from './modules/ops/jobs.js';
+import { Metrics } from './modules/ops/metrics.js';
 import { maintenanceJobs, registerJobs } from './modules/ops/ops.plugin.js';
+import { registerOpenApi } from './platform/http/openapi.js';
+import { registerSecurity } from './platform/http/security.js';
 import { FinancialService } from './modules/wallets/financial.service.js';
 import { walletRoutes } from './modules/wallets/wallet.routes.js';
 import { WalletService } from './modules/wallets/wallet.service.js';
@@ -52,6 +55,7 @@ export interface Services {
   auth: AuthService;
   admin: AdminService;
   userCache: UserStateCache;
+  metrics: Metrics;
 }
 
 const RESOURCE_FORMATS: Record<ResourceParam, RegExp> = {
@@ -72,7 +76,12 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
     trustProxy: config.trustProxy,
     return503OnClosing: true,
     routerOptions: { ignoreDuplicateSlashes: true },
+    // Slow clients: a request (headers and body) must arrive within 30 s.
+    requestTimeout: 30_000,
+    keepAliveTimeout: 72_000,
   });
+  app.server.headersTimeout = 10_000;
+  limitConnectionsPerIp(app, config.maxConnectionsPerIp);
 
   // --- services ---------------------------------------------------------------
   const tx = new TransactionService(database.db, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs }, log);
@@ -89,9 +98,13 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const sign = (claims: TokenClaims) => app.jwt.sign(claims);
   const auth = new AuthService(database.db, tx, financial, userCache, sign, { demoInitialBalance: config.demoInitialBalance });
   const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
-  const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache };
+  const security = await registerSecurity(app, config);
+  const metrics = new Metrics({ tx, idempotency, pool: database.pool, rateLimitRejections: security.rejections });
+  const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache, metrics };
 
-  await registerJobs(app, database, log, maintenanceJobs(config, database, services));
+  await registerOpenApi(app);
+  metrics.register(app);
+  await registerJobs(app, database, log, maintenanceJobs(config, database, services, (n) => metrics.reconciliationMismatches.set(n)));
 
   // --- request handling ------------------------------------------------------
   app.setValidatorCompiler(validatorCompiler);
@@ -116,15 +129,16 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
     reply.header('X-Operation-Id', req.id);
   });
 
-  app.addHook('preValidation', async (req) => guard(req));
+  app.addHook('preValidation', async (req, reply) => guard(req, reply));
   // Handlers see JSON numbers as their exact text, never as floats.
   app.addHook('preHandler', async (req) => {
     if (req.body !== null && typeof req.body === 'object') req.body = numbersToText(req.body);
   });
 
-  async function guard(req: FastifyRequest) {
+  async function guard(req: FastifyRequest, reply: FastifyReply) {
     const cfg = req.routeOptions.config;
     if (cfg.auth) req.authUser = await verifyToken(app, userCache, bearerToken(req));
+    await security.limit(req, reply);
     if (cfg.admin && req.authUser?.role !== 'admin') throw new DomainError('FORBIDDEN', 'Administrators only');
     if (cfg.resourceParams) {
       const params = req.params as Record<string, string>;
@@ -150,4 +164,24 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   adminRoutes(app, admin);
 
   return { app, services };
+}
+
+/** Caps open connections per client IP (0 = no cap): one address cannot take every socket. */
+function limitConnectionsPerIp(app: FastifyInstance, max: number) {
+  if (max <= 0) return;
+  const open = new Map<string, number>();
+  app.server.on('connection', (socket) => {
+    const ip = socket.remoteAddress ?? '';
+    const n = (open.get(ip) ?? 0) + 1;
+    if (n > max) {
+      socket.destroy();
+      return;
+    }
+    open.set(ip, n);
+    socket.once('close', () => {
+      const left = (open.get(ip) ?? 1) - 1;
+      if (left <= 0) open.delete(ip);
+      else open.set(ip, left);
+    });
+  });
 }

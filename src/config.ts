@@ -7,9 +7,12 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { Decimal } from './platform/money.js';
 
 const Int = (pattern = '^[0-9]+$') => Type.String({ pattern });
 const Decimal2 = Type.String({ pattern: '^[0-9]+(\\.[0-9]{1,2})?$' });
+const SYMBOL_SPEC = '[A-Z0-9._-]{1,16}:[0-9]+(\\.[0-9]+)?:[0-9]{1,2}:[1-9][0-9]{0,5}(:[0-9]+(\\.[0-9]+)?:[0-9]+(\\.[0-9]+)?)?';
+const SYMBOLS_PATTERN = `^${SYMBOL_SPEC}(,${SYMBOL_SPEC})*$`;
 const Bool = Type.Union([
   Type.Literal('1'), Type.Literal('0'), Type.Literal('true'), Type.Literal('false'),
   Type.Literal('yes'), Type.Literal('no'), Type.Literal(''),
@@ -33,6 +36,8 @@ export const EnvSchema = Type.Object({
   PRICE_FEED_SEED: Type.Optional(Int()),
   PRICE_FEED_INTERVAL_MS: Type.Optional(Int()),
   QUOTE_PUSH_INTERVAL_MS: Type.Optional(Int()),
+  /** Instruments replacing the defaults: `SYMBOL:contractSize:digits:maxLeverage[:bid:ask]`, comma-separated. */
+  SYMBOLS: Type.Optional(Type.String({ pattern: SYMBOLS_PATTERN })),
   STOP_OUT_LEVEL: Type.Optional(Decimal2),
   MARGIN_CALL_LEVEL: Type.Optional(Decimal2),
   DEMO_INITIAL_BALANCE: Type.Optional(Decimal2),
@@ -57,6 +62,7 @@ export const EnvSchema = Type.Object({
   DB_LOCK_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   DB_STATEMENT_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   SHUTDOWN_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
+  MAX_CONNECTIONS_PER_IP: Type.Optional(Int()),
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -75,6 +81,8 @@ export interface Config {
   priceFeedSeed: number | undefined;
   priceFeedIntervalMs: number;
   quotePushIntervalMs: number;
+  /** SYMBOLS parsed; undefined keeps the instruments of API.md. */
+  symbols: SymbolSpec[] | undefined;
   stopOutLevel: string;
   marginCallLevel: string;
   demoInitialBalance: string;
@@ -93,6 +101,38 @@ export interface Config {
   lockTimeoutMs: number;
   statementTimeoutMs: number;
   shutdownTimeoutMs: number;
+  maxConnectionsPerIp: number;
+}
+
+/** One instrument of SYMBOLS (strings stay exact; the trading module turns them into decimals). */
+export interface SymbolSpec {
+  symbol: string;
+  contractSize: string;
+  digits: number;
+  maxLeverage: number;
+  bid?: string;
+  ask?: string;
+}
+
+/** Parses SYMBOLS (already matched against its pattern); pushes what is wrong into `problems`. */
+function parseSymbols(text: string, problems: string[]): SymbolSpec[] {
+  const specs: SymbolSpec[] = [];
+  for (const part of text.split(',')) {
+    const [symbol, contractSize, digits, maxLeverage, bid, ask] = part.split(':') as [string, string, string, string, string?, string?];
+    const spec: SymbolSpec = { symbol, contractSize, digits: Number(digits), maxLeverage: Number(maxLeverage) };
+    const decimals = (v: string) => (v.split('.')[1] ?? '').length;
+    if (specs.some((s) => s.symbol === symbol)) problems.push(`SYMBOLS: ${symbol} is listed twice`);
+    if (!/[1-9]/.test(contractSize)) problems.push(`SYMBOLS: ${symbol} needs a contract size above 0`);
+    if (spec.digits > 10) problems.push(`SYMBOLS: ${symbol} may have at most 10 digits`);
+    if (bid !== undefined && ask !== undefined) {
+      if (decimals(bid) > spec.digits || decimals(ask) > spec.digits) problems.push(`SYMBOLS: ${symbol} start prices have more than ${spec.digits} decimals`);
+      else if (!/[1-9]/.test(bid) || new Decimal(bid).gt(ask)) problems.push(`SYMBOLS: ${symbol} needs 0 < bid <= ask`);
+      spec.bid = bid;
+      spec.ask = ask;
+    }
+    specs.push(spec);
+  }
+  return specs;
 }
 
 export class ConfigError extends Error {
@@ -131,6 +171,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const poolMax = num(e.DB_POOL_MAX, 50);
   const poolMin = num(e.DB_POOL_MIN, 0);
   if (poolMin > poolMax) problems.push(`DB_POOL_MIN: must not exceed DB_POOL_MAX (${poolMin} > ${poolMax})`);
+  const symbols = e.SYMBOLS === undefined || problems.some((p) => p.startsWith('SYMBOLS')) ? undefined : parseSymbols(e.SYMBOLS, problems);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const rates = (e.REFERRAL_RATES ?? '5.00,2.00,1.00').split(',') as [string, string, string];
@@ -154,6 +195,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     priceFeedSeed: e.PRICE_FEED_SEED === undefined ? undefined : Number(e.PRICE_FEED_SEED),
     priceFeedIntervalMs: num(e.PRICE_FEED_INTERVAL_MS, 500),
     quotePushIntervalMs: num(e.QUOTE_PUSH_INTERVAL_MS, 1000),
+    symbols,
     stopOutLevel: e.STOP_OUT_LEVEL ?? '50',
     marginCallLevel: e.MARGIN_CALL_LEVEL ?? '100',
     demoInitialBalance: e.DEMO_INITIAL_BALANCE ?? '10000.00',
@@ -183,6 +225,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     lockTimeoutMs: num(e.DB_LOCK_TIMEOUT_MS, 5_000),
     statementTimeoutMs: num(e.DB_STATEMENT_TIMEOUT_MS, 15_000),
     shutdownTimeoutMs: num(e.SHUTDOWN_TIMEOUT_MS, 10_000),
+    maxConnectionsPerIp: num(e.MAX_CONNECTIONS_PER_IP, 1000),
   };
   return Object.freeze(config);
 }

@@ -27,7 +27,7 @@ function readConfig() {
 }
 
 const config = readConfig();
-const log = createLogger({ level: config.logLevel, pretty: config.logPretty });
+const log = createLogger({ level: config.logLevel, pretty: config.logPretty, file: config.logFile });
 
 async function main() {
   const target = await openDatabaseTarget(config, log);

@@ -4,6 +4,7 @@
  * The helpers live on the root instance; pino children inherit them through the
  * prototype chain, so `request.log.financial(...)` carries the request's operationId.
  */
+import cluster from 'node:cluster';
 import { pino, type Logger as PinoLogger, type LoggerOptions, type DestinationStream } from 'pino';
 
 export interface LoggerHelpers {
@@ -64,6 +65,8 @@ export function withHelpers(base: PinoLogger): AppLogger {
 export interface LoggerSettings {
   level: string;
   pretty?: boolean;
+  /** Rotated log files (pino-roll, daily and by size) instead of stdout. */
+  file?: string;
   destination?: DestinationStream;
   name?: string;
 }
@@ -77,6 +80,11 @@ export function createLogger(settings: LoggerSettings): AppLogger {
     base: { pid: process.pid },
   };
   if (settings.destination) return withHelpers(pino(options, settings.destination));
+  if (settings.file) {
+    // One file per process when several run (cluster workers): app.log → app.worker-2.log
+    const file = cluster.isWorker ? settings.file.replace(/(\.log)?$/, `.worker-${cluster.worker!.id}$1`) : settings.file;
+    return withHelpers(pino({ ...options, transport: { target: 'pino-roll', options: { file, frequency: 'daily', size: '100m', mkdir: true, limit: { count: 14 } } } }));
+  }
   if (settings.pretty) {
     return withHelpers(pino({ ...options, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } }));
   }

@@ -16,7 +16,7 @@ const config = (() => {
     throw e;
   }
 })();
-const log = createLogger({ level: config.logLevel, pretty: config.logPretty });
+const log = createLogger({ level: config.logLevel, pretty: config.logPretty, file: config.logFile });
 const target = await openDatabaseTarget(config, log);
 const database = createDatabase(target.url, { ...config.pool, max: 2 });
 try {

@@ -2,7 +2,13 @@
  * Entry point: config → database (embedded or DATABASE_URL) → migrations → listen.
  * SIGINT/SIGTERM stop accepting connections, let in-flight requests finish (bounded
  * by SHUTDOWN_TIMEOUT_MS), close the pool and stop the embedded PostgreSQL.
+ *
+ * With WORKERS > 1 the primary process only prepares the database (embedded server,
+ * migrations, JWT secret) and forks that many workers with Node's cluster; they share
+ * the HTTP/WebSocket port and reach the database through DATABASE_URL like any
+ * separate process would. A worker that dies is replaced.
  */
+import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
@@ -58,12 +64,54 @@ async function main() {
   if (closing) return;
   await app.listen({ port: config.port, host: config.host });
   const base = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`;
-  log.info(`serving on ${base} (health: ${base}/health, docs: ${base}/docs)`);
+  if (cluster.isWorker) log.info(`worker ${cluster.worker!.id} serving on ${base}`);
+  else log.info(`serving on ${base} (health: ${base}/health, docs: ${base}/docs)`);
 }
 
 let app: Awaited<ReturnType<typeof buildApp>>['app'] | undefined;
 
-main().catch((err) => {
+/** The cluster primary: prepares the database once, then runs and replaces the workers. */
+async function primary() {
+  const target = await openDatabaseTarget(config, log);
+  const workers = new Set<Worker>();
+  let closing = false;
+  closeWithGrace({ delay: config.shutdownTimeoutMs + 5_000, logger: log }, async ({ signal, err }) => {
+    closing = true;
+    if (err) log.error({ err }, 'primary shutting down after an error');
+    else log.info({ signal, workers: workers.size }, 'shutting down the workers');
+    await Promise.all([...workers].map((w) => new Promise<void>((resolve) => {
+      if (w.isDead()) return resolve();
+      w.once('exit', () => resolve());
+      w.process.kill('SIGTERM');
+    })));
+    await target.embedded?.stop();
+    log.info('shutdown complete');
+  });
+  const database = createDatabase(target.url, { ...config.pool, max: 2 });
+  try {
+    const applied = await migrateToLatest(database.db);
+    if (applied.length) log.info({ applied }, `applied ${applied.length} migration(s)`);
+    if (!config.jwtSecret) await putSettingOnce(database.db, 'jwt_secret', randomBytes(48).toString('base64url'));
+  } finally {
+    await database.close();
+  }
+  const fork = (index: number) => {
+    // Workers find everything through the environment; only the first ensures the admin.
+    const w = cluster.fork({ DATABASE_URL: target.url, WORKER_INDEX: String(index), ...(index > 0 ? { ADMIN_EMAIL: '', ADMIN_PASSWORD: '' } : {}) });
+    workers.add(w);
+    w.once('exit', (code, signal) => {
+      workers.delete(w);
+      if (closing) return;
+      log.error({ worker: w.id, code, signal }, 'worker died; starting a new one');
+      setTimeout(() => { if (!closing) fork(index); }, 1000).unref();
+    });
+  };
+  for (let i = 0; i < config.workers; i++) fork(i);
+  log.info({ workers: config.workers }, `primary ${process.pid} forked ${config.workers} workers`);
+}
+
+const run = cluster.isPrimary && config.workers > 1 ? primary : main;
+run().catch((err) => {
   log.fatal({ err }, `start-up failed: ${err instanceof Error ? err.message : String(err)}`);
   process.kill(process.pid, 'SIGTERM');
 });

@@ -19,7 +19,12 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}, existingUrl?: string): Promise<TestApp> {
+/** Collects the JSON log lines of an app (pass as `logLines` to see what it logged). */
+export function logCollector(lines: Record<string, unknown>[]) {
+  return { write: (line: string) => { lines.push(JSON.parse(line)); } };
+}
+
+export async function startTestApp(env: Record<string, string> = {}, existingUrl?: string, options: { logLines?: Record<string, unknown>[] } = {}): Promise<TestApp> {
   const created = existingUrl ? undefined : await createTestDatabase();
   const url = existingUrl ?? created!.url;
   const config = loadConfig({
@@ -32,7 +37,9 @@ export async function startTestApp(env: Record<string, string> = {}, existingUrl
     DB_POOL_MAX: '20',
     ...env,
   });
-  const log = createLogger({ level: config.logLevel });
+  const log = options.logLines
+    ? createLogger({ level: 'debug', destination: logCollector(options.logLines) })
+    : createLogger({ level: config.logLevel });
   const database = createDatabase(url, config.pool);
   const hub = new NotificationHub(url, log);
   await hub.start();

@@ -84,7 +84,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   limitConnectionsPerIp(app, config.maxConnectionsPerIp);
 
   // --- services ---------------------------------------------------------------
-  const tx = new TransactionService(database.db, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs }, log);
+  const tx = new TransactionService(database, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs }, log);
   const idempotency = new IdempotencyService(tx, config.idempotencyTtlHours);
   const financial = new FinancialService(tx, log);
   const wallets = new WalletService(database.db, idempotency, financial);

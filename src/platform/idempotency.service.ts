@@ -10,7 +10,7 @@ import type { Trx } from './db/database.js';
 import { pgErrorToDomain } from './db/pg-errors.js';
 import { DomainError } from './errors.js';
 import type { AppLogger } from './logger.js';
-import type { TransactionOptions, TransactionService } from './transaction.service.js';
+import { literal, type TransactionOptions, type TransactionService } from './transaction.service.js';
 
 export interface IdempotencyKey {
   userId: string;
@@ -36,6 +36,24 @@ export interface OperationResult {
   data: unknown;
 }
 
+/** A claim row: camelCase through Kysely, snake_case straight from node-postgres. */
+interface ClaimRow {
+  locked: boolean;
+  inserted: boolean;
+  requestHash?: string | null;
+  request_hash?: string | null;
+  responseStatus?: number | null;
+  response_status?: number | null;
+  responseBody?: string | null;
+  response_body?: string | null;
+}
+
+/** The stored form of a business rejection: its status and the `error` object. */
+function rejectionResponse(error: DomainError): StoredResponse {
+  const body = JSON.stringify(error.details ? { code: error.code, message: error.message, details: error.details } : { code: error.code, message: error.message });
+  return { status: error.status, body };
+}
+
 export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{1,255}$/;
 
 export class IdempotencyService {
@@ -58,11 +76,23 @@ export class IdempotencyService {
    * the key was used for a different request.
    */
   async checkIdempotency(trx: Trx, k: IdempotencyKey): Promise<{ isExisting: boolean; record?: StoredResponse }> {
-    const { rows } = await sql<{ locked: boolean; inserted: boolean; requestHash: string | null; responseStatus: number | null; responseBody: string | null }>`
-      WITH l AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${`${k.userId}:${k.key}`}, 0)) AS ok),
+    const { rows } = await sql.raw<ClaimRow>(this.claimSql(k)).execute(trx);
+    return this.judgeClaim(rows[0]!, k);
+  }
+
+  /**
+   * The claim as one statement with literals, so it can travel with BEGIN: a
+   * non-blocking advisory lock on (user, key), then the key row inserted — or an
+   * expired one taken over — or the completed one found.
+   */
+  private claimSql(k: IdempotencyKey): string {
+    const user = literal(k.userId);
+    const key = literal(k.key);
+    return `
+      WITH l AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${literal(`${k.userId}:${k.key}`)}, 0)) AS ok),
       ins AS (
         INSERT INTO idempotency_keys (user_id, key, method, path, request_hash, status, expires_at)
-        SELECT ${k.userId}, ${k.key}, ${k.method}, ${k.path}, ${k.requestHash}, 'processing', now() + make_interval(hours => ${this.ttlHours})
+        SELECT ${user}, ${key}, ${literal(k.method)}, ${literal(k.path)}, ${literal(k.requestHash)}, 'processing', now() + interval '${Math.trunc(this.ttlHours)} hours'
         FROM l WHERE l.ok
         ON CONFLICT (user_id, key) DO UPDATE
           SET method = EXCLUDED.method, path = EXCLUDED.path, request_hash = EXCLUDED.request_hash,
@@ -73,20 +103,27 @@ export class IdempotencyService {
       )
       SELECT l.ok AS locked, EXISTS (SELECT 1 FROM ins) AS inserted,
              k.request_hash, k.response_status, k.response_body
-      FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${k.userId} AND k.key = ${k.key} AND k.status = 'completed'
-    `.execute(trx);
-    const row = rows[0]!;
-    if (!row.locked || (!row.inserted && row.responseBody === null)) {
+      FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${user} AND k.key = ${key} AND k.status = 'completed'`;
+  }
+
+  private judgeClaim(row: ClaimRow, k: IdempotencyKey): { isExisting: boolean; record?: StoredResponse } {
+    const r = { locked: row.locked, inserted: row.inserted, requestHash: row.requestHash ?? row.request_hash ?? null, responseStatus: row.responseStatus ?? row.response_status ?? null, responseBody: row.responseBody ?? row.response_body ?? null };
+    if (!r.locked || (!r.inserted && r.responseBody === null)) {
       this.stats.conflicts++;
       throw new DomainError('IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed; retry later');
     }
-    if (row.inserted) return { isExisting: false };
-    if (row.requestHash !== k.requestHash) {
+    if (r.inserted) return { isExisting: false };
+    if (r.requestHash !== k.requestHash) {
       this.stats.reused++;
       throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used for a different request');
     }
     this.stats.replays++;
-    return { isExisting: true, record: { status: row.responseStatus!, body: row.responseBody! } };
+    return { isExisting: true, record: { status: r.responseStatus!, body: r.responseBody! } };
+  }
+
+  private completeSql(k: IdempotencyKey, response: StoredResponse): string {
+    return `UPDATE idempotency_keys SET status = 'completed', response_status = ${Math.trunc(response.status)}, response_body = ${literal(response.body)}
+      WHERE user_id = ${literal(k.userId)} AND key = ${literal(k.key)}`;
   }
 
   /** Stores the response of a completed operation, in its transaction. */
@@ -99,8 +136,7 @@ export class IdempotencyService {
 
   /** Stores a business rejection (after rolling the operation back to the savepoint). */
   async markFailed(trx: Trx, k: IdempotencyKey, error: DomainError): Promise<StoredResponse> {
-    const body = JSON.stringify(error.details ? { code: error.code, message: error.message, details: error.details } : { code: error.code, message: error.message });
-    const response = { status: error.status, body };
+    const response = rejectionResponse(error);
     await this.markCompleted(trx, k, response);
     return response;
   }
@@ -114,23 +150,26 @@ export class IdempotencyService {
     operation: (trx: Trx) => Promise<OperationResult>,
     options: TransactionOptions & { log?: AppLogger } = {},
   ): Promise<IdempotentOutcome> {
-    return this.tx.executeWithRetry(async (trx) => {
-      const existing = await this.checkIdempotency(trx, k);
+    // Round trip 1: BEGIN, SET LOCAL, the claim and the savepoint. 2..n: the operation.
+    // Last: the stored response and COMMIT.
+    return this.tx.executeWithRetry(async (trx, ctx) => {
+      const existing = this.judgeClaim(ctx.prelude[0]!.rows[0] as ClaimRow, k);
       if (existing.isExisting) return { ...existing.record!, replayed: true };
-      await sql`SAVEPOINT idempotent_operation`.execute(trx);
       try {
         const result = await operation(trx);
         const response = { status: result.status, body: JSON.stringify(result.data) };
-        await this.markCompleted(trx, k, response);
+        ctx.beforeCommit(this.completeSql(k, response));
         return { ...response, replayed: false };
       } catch (err) {
         const domain = pgErrorToDomain(err);
         if (!domain || !domain.storable) throw err;
         // The rejection is stored and replayed; everything the operation wrote is undone.
         await sql`ROLLBACK TO SAVEPOINT idempotent_operation`.execute(trx);
-        return { ...(await this.markFailed(trx, k, domain)), replayed: false };
+        const response = rejectionResponse(domain);
+        ctx.beforeCommit(this.completeSql(k, response));
+        return { ...response, replayed: false };
       }
-    }, options);
+    }, { ...options, prelude: `${this.claimSql(k)}; SAVEPOINT idempotent_operation` });
   }
 
   /** Deletes expired keys in batches; returns how many went. */

@@ -4,8 +4,11 @@
  * statement_timeout (rule 4), retried whole on deadlock, serialization failure and
  * lock timeout: at most 3 retries, backoff 10, 20, 40 ms with jitter (rule 3).
  */
-import { sql, type IsolationLevel } from 'kysely';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Kysely, PostgresDialect, CamelCasePlugin, type IsolationLevel } from 'kysely';
+import pg from 'pg';
 import type { Db, Trx } from './db/database.js';
+import type { Database } from './db/schema.js';
 import type { UserRow } from './db/schema.js';
 import { NotFoundError, ServiceUnavailableError } from './errors.js';
 import type { AppLogger } from './logger.js';
@@ -41,7 +44,27 @@ export class TransactionStats {
   }
 }
 
+/** What a transaction function can do besides querying through `trx`. */
+export interface TransactionContext {
+  /** Results of `options.prelude`, which ran in the same round trip as BEGIN. */
+  prelude: pg.QueryResult[];
+  /** Queues SQL (literals already escaped) to run in the same round trip as COMMIT. */
+  beforeCommit(statement: string): void;
+}
+
+/** Quotes a value as an SQL literal (for statements sent without parameters). */
+export function literal(value: string | number | boolean | null): string {
+  if (value === null) return 'NULL';
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return pg.escapeLiteral(value);
+}
+
 export interface TransactionOptions {
+  /**
+   * SQL statements (literals already escaped) run right after BEGIN in the same round
+   * trip; their results reach the function as `ctx.prelude`.
+   */
+  prelude?: string;
   /** For logs: what this transaction does. */
   operation?: string;
   isolationLevel?: IsolationLevel;
@@ -61,16 +84,48 @@ export const BACKOFF_MS = [10, 20, 40] as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Transactions run on one pool client of their own; queries of `trx` reach it through
+ * AsyncLocalStorage. That lets BEGIN and the SET LOCAL bounds travel in one round trip
+ * (with the idempotency claim), and the stored response with COMMIT: a money
+ * operation costs three round trips, not eight.
+ */
 export class TransactionService {
   readonly stats = new TransactionStats();
   /** Called on every outcome; the metrics module hooks in here. */
   onOutcome?: (outcome: 'committed' | 'rolled_back' | 'retried' | 'deadlock' | 'exhausted') => void;
 
+  private readonly current = new AsyncLocalStorage<pg.PoolClient>();
+  private readonly bound: Kysely<Database>;
+  private readonly db: Db;
+  private readonly pool: pg.Pool;
+
   constructor(
-    private readonly db: Db,
+    database: { db: Db; pool: pg.Pool },
     private readonly settings: TransactionSettings,
     private readonly log: AppLogger,
-  ) {}
+  ) {
+    this.db = database.db;
+    this.pool = database.pool;
+    const current = this.current;
+    // Each real client gets one stable wrapper whose release() is a no-op: the
+    // transaction, not the query, owns the client.
+    const wrappers = new WeakMap<pg.PoolClient, { query: pg.PoolClient['query']; release(): void }>();
+    const boundPool = {
+      connect: async () => {
+        const client = current.getStore();
+        if (!client) throw new Error('transaction query outside its transaction');
+        let w = wrappers.get(client);
+        if (!w) {
+          w = { query: client.query.bind(client) as pg.PoolClient['query'], release: () => undefined };
+          wrappers.set(client, w);
+        }
+        return w;
+      },
+      end: async () => undefined,
+    };
+    this.bound = new Kysely<Database>({ dialect: new PostgresDialect({ pool: boundPool as unknown as pg.Pool }), plugins: [new CamelCasePlugin()] });
+  }
 
   static isDeadlockError(err: unknown): boolean {
     return sqlState(err) === SQLSTATE.deadlock;
@@ -98,7 +153,7 @@ export class TransactionService {
    * Retryable failures re-run the whole function; when retries are exhausted a
    * ServiceUnavailableError (503, Retry-After) is thrown.
    */
-  async executeWithRetry<T>(fn: (trx: Trx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  async executeWithRetry<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     const maxRetries = options.maxRetries ?? BACKOFF_MS.length;
     const log = options.log ?? this.log;
     const operation = options.operation ?? 'transaction';
@@ -106,12 +161,7 @@ export class TransactionService {
     const statementTimeout = options.statementTimeoutMs ?? this.settings.statementTimeoutMs;
     for (let attempt = 0; ; attempt++) {
       try {
-        let builder = this.db.transaction();
-        if (options.isolationLevel) builder = builder.setIsolationLevel(options.isolationLevel);
-        const result = await builder.execute(async (trx) => {
-          await sql`SELECT set_config('lock_timeout', ${`${lockTimeout}ms`}, true), set_config('statement_timeout', ${`${statementTimeout}ms`}, true)`.execute(trx);
-          return fn(trx);
-        });
+        const result = await this.runOnce(fn, options, lockTimeout, statementTimeout);
         this.count('committed');
         return result;
       } catch (err) {
@@ -130,6 +180,32 @@ export class TransactionService {
         log.warn({ operation, attempt: attempt + 1, sqlState: sqlState(err), delayMs: Math.round(delay) }, 'retrying transaction');
         await sleep(delay);
       }
+    }
+  }
+
+  /** One attempt: BEGIN + SET LOCAL (+ prelude) | fn | queued statements + COMMIT, or ROLLBACK. */
+  private async runOnce<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<T> {
+    const client = await this.pool.connect();
+    let discard: Error | undefined;
+    try {
+      const begin = `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
+        + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`
+        + (options.prelude ? ` ${options.prelude}` : '');
+      const results = (await client.query(begin)) as unknown as pg.QueryResult[];
+      const queued: string[] = [];
+      const ctx: TransactionContext = { prelude: results.slice(3), beforeCommit: (st) => void queued.push(st) };
+      const result = await this.current.run(client, () => fn(this.bound as unknown as Trx, ctx));
+      const done = (await client.query(`${queued.map((q) => `${q}; `).join('')}COMMIT`)) as unknown as pg.QueryResult | pg.QueryResult[];
+      const last = Array.isArray(done) ? done[done.length - 1]! : done;
+      // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
+      if (last.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
+      return result;
+    } catch (err) {
+      // Without a transaction in progress ROLLBACK only warns; if it fails the connection is gone.
+      await client.query('ROLLBACK').catch((e: Error) => { discard = e; });
+      throw err;
+    } finally {
+      client.release(discard);
     }
   }
 

@@ -28,7 +28,7 @@ const counter = async (id: number) =>
 
 describe('TransactionService', () => {
   it('retries the loser of a real deadlock and both transactions commit', async () => {
-    const tx = new TransactionService(database.db, settings, log);
+    const tx = new TransactionService(database, settings, log);
     // Both transactions hold their first lock before either asks for its second.
     let arrived = 0;
     let release!: () => void;
@@ -55,7 +55,7 @@ describe('TransactionService', () => {
   });
 
   it('leaves nothing written when the function throws after two writes', async () => {
-    const tx = new TransactionService(database.db, settings, log);
+    const tx = new TransactionService(database, settings, log);
     const before = [await counter(1), await counter(2)];
     await expect(tx.executeWithRetry(async (trx) => {
       await sql`UPDATE counters SET n = n + 100 WHERE id = 1`.execute(trx);
@@ -68,7 +68,7 @@ describe('TransactionService', () => {
   });
 
   it('does not retry a non-retryable error', async () => {
-    const tx = new TransactionService(database.db, settings, log);
+    const tx = new TransactionService(database, settings, log);
     let attempts = 0;
     await expect(tx.executeWithRetry(async (trx) => {
       attempts++;
@@ -79,7 +79,7 @@ describe('TransactionService', () => {
   });
 
   it('gives up after 3 retries of a serialization failure with a 503 error', async () => {
-    const tx = new TransactionService(database.db, settings, log);
+    const tx = new TransactionService(database, settings, log);
     let attempts = 0;
     const started = Date.now();
     const err = await tx.executeWithRetry(async (trx) => {
@@ -96,7 +96,7 @@ describe('TransactionService', () => {
   });
 
   it('retries a lock timeout (55P03) and bounds every transaction with SET LOCAL timeouts', async () => {
-    const tx = new TransactionService(database.db, { lockTimeoutMs: 100, statementTimeoutMs: 15000 }, log);
+    const tx = new TransactionService(database, { lockTimeoutMs: 100, statementTimeoutMs: 15000 }, log);
     const holder = await database.pool.connect();
     await holder.query('BEGIN');
     await holder.query('UPDATE counters SET n = n WHERE id = 1');
@@ -115,7 +115,7 @@ describe('TransactionService', () => {
   });
 
   it('executeWithUserLock locks the user row and passes it in', async () => {
-    const tx = new TransactionService(database.db, settings, log);
+    const tx = new TransactionService(database, settings, log);
     await sql`INSERT INTO users (email, password_hash, account_number, referral_code) VALUES ('lock@example.com', 'x', '1000000001', 'LOCKCODE')`.execute(database.db);
     const id = (await sql<{ id: string }>`SELECT id FROM users WHERE email = 'lock@example.com'`.execute(database.db)).rows[0]!.id;
     const seen = await tx.executeWithUserLock(id, async (trx, user) => {

@@ -6,7 +6,8 @@ import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } fr
 let t: TestApp;
 let adminToken: string;
 beforeAll(async () => {
-  t = await startTestApp({ DB_POOL_MAX: '40' });
+  // A generous lock timeout: these tests are about deadlocks and conservation, not about a busy machine's queueing.
+  t = await startTestApp({ DB_POOL_MAX: '40', DB_LOCK_TIMEOUT_MS: '30000' });
   const admin = await registerUser(t.app);
   await sql`UPDATE users SET role = 'admin' WHERE id = ${admin.user.id}`.execute(t.database.db);
   t.services.userCache.invalidate(admin.user.id);

@@ -73,9 +73,15 @@ function freePort(): Promise<number> {
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  // A zombie (exited, not yet reaped by its parent) is gone for our purposes.
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 
@@ -135,7 +141,12 @@ export class EmbeddedPostgres {
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill('SIGINT');
-    const timedOut = await Promise.race([exited.then(() => false), sleep(30_000).then(() => true)]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      exited.then(() => false),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), 30_000); }),
+    ]);
+    clearTimeout(timer);
     if (timedOut) {
       child.kill('SIGQUIT');
       await exited;
@@ -178,7 +189,9 @@ export class EmbeddedPostgres {
     if (ra.needsCapability) {
       return spawn('setpriv', [
         `--reuid=${ra.uid}`, `--regid=${ra.gid}`, '--clear-groups',
-        '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search', '--', bin, ...args,
+        // no_setuid_fixup keeps the capability effective for access(2), with which
+        // PostgreSQL checks its own binaries.
+        '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search', '--securebits=+no_setuid_fixup', '--', bin, ...args,
       ], { env, stdio });
     }
     return spawn(bin, args, { env, stdio, uid: ra.uid, gid: ra.gid });

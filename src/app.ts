@@ -9,10 +9,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import fastifyJwt from '@fastify/jwt';
+import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Config } from './config.js';
 import type { DatabaseHandle } from './platform/db/database.js';
 import type { NotificationHub } from './platform/db/notifications.js';
+import { ReadRouter } from './platform/db/read-router.js';
 import { DomainError, NotFoundError, ValidationError } from './platform/errors.js';
 import { errorHandler, sendError } from './platform/http/envelope.js';
 import { fingerprint, numbersToText, parseJsonBody } from './platform/http/json-body.js';
@@ -37,6 +39,9 @@ import { registerSecurity } from './platform/http/security.js';
 import { FinancialService } from './modules/wallets/financial.service.js';
 import { walletRoutes } from './modules/wallets/wallet.routes.js';
 import { WalletService } from './modules/wallets/wallet.service.js';
+import { createTrading, registerTrading, type Trading } from './modules/trading/index.js';
+import { referralRoutes } from './modules/referrals/referral.routes.js';
+import { ReferralService } from './modules/referrals/referral.service.js';
 
 export interface AppDeps {
   config: Readonly<Config>;
@@ -55,7 +60,11 @@ export interface Services {
   auth: AuthService;
   admin: AdminService;
   userCache: UserStateCache;
+  trading: Trading;
+  referrals: ReferralService;
   metrics: Metrics;
+  /** Read routing to DATABASE_READ_URLS; the primary alone (at no cost) without them. */
+  reads: ReadRouter;
 }
 
 const RESOURCE_FORMATS: Record<ResourceParam, RegExp> = {
@@ -87,7 +96,10 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const tx = new TransactionService(database, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs }, log);
   const idempotency = new IdempotencyService(tx, config.idempotencyTtlHours);
   const financial = new FinancialService(tx, log);
-  const wallets = new WalletService(database.db, idempotency, financial);
+  const reads = new ReadRouter({ primary: database.db, readUrls: config.databaseReadUrls, pool: config.pool, hub: deps.hub, log });
+  reads.start();
+  app.addHook('onClose', async () => reads.close());
+  const wallets = new WalletService(database.db, idempotency, financial, reads);
   const userCache = new UserStateCache(database.db);
   if (deps.hub) userCache.attach(deps.hub);
   await app.register(fastifyJwt, {
@@ -98,9 +110,16 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const sign = (claims: TokenClaims) => app.jwt.sign(claims);
   const auth = new AuthService(database.db, tx, financial, userCache, sign, { demoInitialBalance: config.demoInitialBalance });
   const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
+  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, tx, idempotency, financial, wallets, admin, userCache });
   const security = await registerSecurity(app, config);
   const metrics = new Metrics({ tx, idempotency, pool: database.pool, rateLimitRejections: security.rejections });
-  const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache, metrics };
+  // The referral program lives inside the deposit's and the close's own transactions.
+  const referrals = new ReferralService(database.db, financial, config.referral, reads);
+  wallets.onDeposit(referrals.onDeposit);
+  trading.onOrderClosed(referrals.onOrderClosed);
+  metrics.wsSessionCount = () => trading.streams.size;
+  metrics.stopOutCount = () => trading.orders.stopOuts;
+  const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache, metrics, trading, referrals, reads };
 
   await registerOpenApi(app);
   metrics.register(app);
@@ -162,6 +181,9 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   authRoutes(app, auth);
   walletRoutes(app, wallets);
   adminRoutes(app, admin);
+  await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+  await registerTrading(app, services, deps);
+  referralRoutes(app, referrals);
 
   return { app, services };
 }

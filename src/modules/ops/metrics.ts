@@ -22,8 +22,10 @@ export class Metrics {
   readonly reconciliationMismatches: Gauge;
   readonly stopOuts: Counter;
   readonly wsSessions: Gauge;
-  /** Set by the trading module: open WebSocket sessions of this process. */
+  /** Set by app.ts from the trading module: open WebSocket sessions of this process. */
   wsSessionCount: () => number = () => 0;
+  /** Set by app.ts from the trading module: committed stop-outs of this process. */
+  stopOutCount: () => number = () => 0;
 
   constructor(src: MetricsSources) {
     const registry = this.registry;
@@ -78,7 +80,10 @@ export class Metrics {
       name: 'websocket_sessions', help: 'Open WebSocket stream sessions on this process', registers: [registry],
       collect() { this.set(self.wsSessionCount()); },
     });
-    this.stopOuts = new Counter({ name: 'stop_outs_total', help: 'Positions closed by stop-out', registers: [registry] });
+    this.stopOuts = new Counter({
+      name: 'stop_outs_total', help: 'Positions closed by stop-out (this process)', registers: [registry],
+      collect() { this.reset(); this.inc(self.stopOutCount()); },
+    });
     this.reconciliationMismatches = new Gauge({ name: 'reconciliation_mismatches', help: 'Mismatches found by the last scheduled reconciliation (0 = books balance)', registers: [registry] });
   }
 

@@ -11,6 +11,7 @@ import type { AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 import { applyWalletChange, type WalletChangeRow } from './ledger.repository.js';
+import { applyWalletChangeWithCompensation, type ProtectedWalletChangeRow } from './ledger.repository.js';
 
 /** The transaction types of API.md that a single-wallet entry can carry. */
 export type OperationType =
@@ -129,6 +130,64 @@ export class FinancialService {
         postingId: row.postingId,
         metadata,
       });
+      return row;
+    };
+    if (context.trx) return run(context.trx);
+    return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
+  }
+
+  /**
+   * performCombinedOperation with negative balance protection, for trade settlement:
+   * a debit larger than the balance is posted in full (its balanceAfter is the negative
+   * intermediate value), and the shortfall is credited in a separate
+   * `negative_balance_compensation` entry from the house, so the balance ends at 0.00
+   * and never below. Always inside the caller's transaction or its own, like the others.
+   */
+  async performProtectedOperation(
+    userId: string,
+    deltas: CombinedDeltas,
+    walletType: WalletType,
+    operationType: OperationType,
+    metadata: Record<string, unknown> | null = null,
+    context: FinancialContext,
+  ): Promise<ProtectedWalletChangeRow> {
+    const run = async (trx: Trx) => {
+      const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
+      const row = await applyWalletChangeWithCompensation(trx, userId, walletType, d, {
+        type: operationType,
+        houseAccount: houseAccountFor(operationType, walletType),
+        operationId: context.operationId,
+        orderId: context.orderId,
+        counterparty: context.counterparty,
+        note: context.note,
+        metadata,
+      }, { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
+      if (!row) throw new NotFoundError('Wallet');
+      const log = context.log ?? this.log;
+      log.financial(operationType, {
+        operationId: context.operationId,
+        userId,
+        walletType,
+        amount: d.balance,
+        margin: d.margin,
+        profit: d.profit,
+        oldBalance: row.oldBalance,
+        newBalance: row.balance,
+        postingId: row.postingId,
+        metadata,
+      });
+      if (new Decimal(row.compensation).gt(0)) {
+        log.financial('negative_balance_compensation', {
+          operationId: context.operationId,
+          userId,
+          walletType,
+          amount: row.compensation,
+          intermediateBalance: row.intermediateBalance,
+          newBalance: row.balance,
+          postingId: row.compensationPostingId,
+          orderId: context.orderId ?? null,
+        });
+      }
       return row;
     };
     if (context.trx) return run(context.trx);

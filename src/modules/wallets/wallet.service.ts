@@ -3,6 +3,7 @@
  * is one transaction with its idempotency key inside (DESIGN.md rules 1 and 6).
  */
 import type { Db, Trx } from '../../platform/db/database.js';
+import { ReadRouter } from '../../platform/db/read-router.js';
 import type { PostingRow, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
@@ -113,6 +114,8 @@ export class WalletService {
     private readonly db: Db,
     private readonly idempotency: IdempotencyService,
     private readonly financial: FinancialService,
+    // Read routing (issue 7): reads may go to replicas; writes note the user's position.
+    private readonly router: ReadRouter = new ReadRouter({ primary: db }),
   ) {}
 
   /** Registers an in-transaction hook run by every deposit (the referral module's signup bonus). */
@@ -126,20 +129,31 @@ export class WalletService {
   }
 
   async listWallets(userId: string): Promise<WalletView[]> {
-    const rows = await findWallets(this.db, userId);
-    const withMargin = rows.filter((r) => new Decimal(r.margin).gt(0)).map((r) => r.id);
-    const values = withMargin.length ? await this.valuation(this.db, withMargin) : new Map<string, Valuation>();
-    return rows.map((r) => toWalletView(r, values.get(r.id)));
+    return this.router.read(userId, async (db) => { // read routing
+      const rows = await findWallets(db, userId);
+      const withMargin = rows.filter((r) => new Decimal(r.margin).gt(0)).map((r) => r.id);
+      const values = withMargin.length ? await this.valuation(db, withMargin) : new Map<string, Valuation>();
+      return rows.map((r) => toWalletView(r, values.get(r.id)));
+    });
   }
 
   async getWallet(userId: string, type: WalletType): Promise<WalletView> {
-    const row = await findWallet(this.db, userId, type);
-    if (!row) throw new NotFoundError('Wallet');
-    return this.view(this.db, row);
+    return this.router.read(userId, async (db) => { // read routing
+      const row = await findWallet(db, userId, type);
+      if (!row) throw new NotFoundError('Wallet');
+      return this.view(db, row);
+    });
+  }
+
+  /** Read routing: a committed (not replayed) write makes the user's next reads see it. */
+  private async noteWrite(userId: string, outcome: Promise<IdempotentOutcome>): Promise<IdempotentOutcome> {
+    const o = await outcome;
+    if (!o.replayed && o.status < 300) await this.router.noteWrite(userId);
+    return o;
   }
 
   async deposit(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string, paymentMethod: string | undefined): Promise<IdempotentOutcome> {
-    return this.idempotency.execute(key, async (trx) => {
+    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx) => { // read routing
       const metadata = paymentMethod ? { paymentMethod } : null;
       let row = await this.financial.updateWalletBalance(ctx.userId, amount, type, 'deposit', metadata, { trx, operationId: ctx.operationId, log: ctx.log });
       const transaction = this.changeToTransaction(row, 'deposit', amount, ctx.operationId, { metadata });
@@ -148,20 +162,20 @@ export class WalletService {
         if (newer) row = newer;
       }
       return { status: 201, data: { transaction, wallet: await this.view(trx, row) } };
-    }, { operation: 'deposit', log: ctx.log });
+    }, { operation: 'deposit', log: ctx.log }));
   }
 
   async withdraw(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string): Promise<IdempotentOutcome> {
-    return this.idempotency.execute(key, async (trx) => {
+    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx) => { // read routing
       const row = await this.financial.updateWalletBalance(ctx.userId, new Decimal(amount).neg(), type, 'withdrawal', null, {
         trx, operationId: ctx.operationId, log: ctx.log, requireWithdrawable: true,
       });
       return { status: 201, data: { transaction: this.changeToTransaction(row, 'withdrawal', `-${amount}`, ctx.operationId, {}), wallet: await this.view(trx, row) } };
-    }, { operation: 'withdrawal', log: ctx.log });
+    }, { operation: 'withdrawal', log: ctx.log }));
   }
 
   async transfer(key: IdempotencyKey, ctx: RequestContext, type: WalletType, toAccountNumber: string, amount: string, note: string | undefined): Promise<IdempotentOutcome> {
-    return this.idempotency.execute(key, async (trx) => {
+    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx) => { // read routing
       const locked = await lockWalletsForTransfer(trx, ctx.userId, toAccountNumber, type);
       const from = locked.find((w) => w.userId === ctx.userId);
       if (!from) throw new NotFoundError('Wallet');
@@ -190,21 +204,23 @@ export class WalletService {
       if (note !== undefined) transaction.note = note;
       const wallet = await findWallet(trx, ctx.userId, type);
       return { status: 201, data: { transaction, wallet: await this.view(trx, wallet!) } };
-    }, { operation: 'transfer', log: ctx.log });
+    }, { operation: 'transfer', log: ctx.log }));
   }
 
   async history(userId: string, type: WalletType, q: { limit: number; cursor?: string; type?: string; from?: string; to?: string }) {
-    const wallet = await findWallet(this.db, userId, type);
-    if (!wallet) throw new NotFoundError('Wallet');
-    const rows = await listPostings(this.db, {
-      walletId: wallet.id,
-      type: q.type,
-      from: q.from ? new Date(q.from) : undefined,
-      to: q.to ? new Date(q.to) : undefined,
-      before: decodeCursor(q.cursor),
-      limit: q.limit,
+    return this.router.read(userId, async (db) => { // read routing
+      const wallet = await findWallet(db, userId, type);
+      if (!wallet) throw new NotFoundError('Wallet');
+      const rows = await listPostings(db, {
+        walletId: wallet.id,
+        type: q.type,
+        from: q.from ? new Date(q.from) : undefined,
+        to: q.to ? new Date(q.to) : undefined,
+        before: decodeCursor(q.cursor),
+        limit: q.limit,
+      });
+      return toPage(rows, q.limit, toTransactionView);
     });
-    return toPage(rows, q.limit, toTransactionView);
   }
 
   private changeToTransaction(row: WalletChangeRow, type: string, amount: string, operationId: string, extra: { metadata?: Record<string, unknown> | null }): TransactionView {

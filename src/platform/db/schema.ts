@@ -107,9 +107,51 @@ export interface Database {
   idempotencyKeys: IdempotencyKeysTable;
   loginFailures: LoginFailuresTable;
   adminAudit: AdminAuditTable;
+  quotes: QuotesTable;
+  orders: OrdersTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
 export type WalletRow = Selectable<WalletsTable>;
 export type PostingRow = Selectable<LedgerPostingsTable>;
 export type NewPosting = Insertable<LedgerPostingsTable>;
+
+export type OrderSide = 'buy' | 'sell';
+export type OrderStatus = 'open' | 'closed';
+export type CloseReason = 'user' | 'stop_loss' | 'take_profit' | 'stop_out';
+
+/** The last quote of each symbol (prices are NUMERIC: strings, never floats). */
+export interface QuotesTable {
+  symbol: string;
+  bid: string;
+  ask: string;
+  time: ColumnType<Date, Date | string, Date | string>;
+}
+
+export interface OrdersTable {
+  id: Id;
+  userId: string;
+  walletId: string;
+  walletType: WalletType;
+  symbol: string;
+  side: OrderSide;
+  volume: string;
+  leverage: number;
+  contractSize: string;
+  digits: number;
+  openPrice: string;
+  margin: string;
+  stopLoss: string | null;
+  takeProfit: string | null;
+  status: ColumnType<OrderStatus, OrderStatus | undefined, OrderStatus>;
+  closePrice: string | null;
+  profit: string | null;
+  closeReason: CloseReason | null;
+  openedAt: Timestamp;
+  closedAt: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  openOperationId: string;
+  closeOperationId: string | null;
+}
+
+export type OrderRow = Selectable<OrdersTable>;
+export type QuoteRow = Selectable<QuotesTable>;

@@ -1,0 +1,89 @@
+/**
+ * The referral program (API.md, Referrals). It runs only inside the deposit's and the
+ * close's own transactions (the wallets' onDeposit and trading's onOrderClosed hooks),
+ * so a bonus or commission commits or rolls back with its cause, and the unique keys
+ * of referral_bonuses (referee) and referral_commissions (order, level) make each
+ * happen at most once.
+ */
+import type { Db, Trx } from '../../platform/db/database.js';
+import { ReadRouter } from '../../platform/db/read-router.js';
+import { decodeCursor, toPage } from '../../platform/http/pagination.js';
+import { Decimal, formatMoney, roundCents } from '../../platform/money.js';
+import type { FinancialService } from '../wallets/financial.service.js';
+import type { WalletChangeRow } from '../wallets/ledger.repository.js';
+import type { DepositEvent } from '../wallets/wallet.service.js';
+import type { OrderClosedEvent } from '../trading/index.js';
+import { claimSignupBonus, insertCommission, listCommissions, referralStats, referrerChain } from './referral.repository.js';
+
+export interface ReferralSettings {
+  qualifyingDeposit: string;
+  bonusReferrer: string;
+  bonusReferee: string;
+  rates: [string, string, string];
+}
+
+export class ReferralService {
+  constructor(
+    private readonly db: Db,
+    private readonly financial: FinancialService,
+    private readonly settings: ReferralSettings,
+    // Read routing (issue 7): stats and commission lists may come from a replica.
+    private readonly router: ReadRouter = new ReadRouter({ primary: db }),
+  ) {}
+
+  /**
+   * The signup bonus: the referee's first live deposit of at least the qualifying
+   * amount pays both sides once. Smaller deposits neither pay nor forfeit it.
+   */
+  onDeposit = async (trx: Trx, e: DepositEvent): Promise<WalletChangeRow | void> => {
+    if (e.walletType !== 'live' || e.amount.lt(this.settings.qualifyingDeposit)) return;
+    const [referrerId] = await referrerChain(trx, e.userId);
+    if (!referrerId) return;
+    const claimed = await claimSignupBonus(trx, {
+      refereeId: e.userId, referrerId, referrerAmount: this.settings.bonusReferrer, refereeAmount: this.settings.bonusReferee,
+      depositPostingId: e.postingId, operationId: e.operationId,
+    });
+    if (!claimed) return;
+    const context = { trx, operationId: e.operationId, log: e.log };
+    if (new Decimal(this.settings.bonusReferrer).gt(0)) {
+      await this.financial.updateWalletBalance(referrerId, this.settings.bonusReferrer, 'live', 'referral_bonus', { refereeId: e.userId, role: 'referrer' }, context);
+    }
+    if (new Decimal(this.settings.bonusReferee).gt(0)) {
+      return this.financial.updateWalletBalance(e.userId, this.settings.bonusReferee, 'live', 'referral_bonus', { referrerId, role: 'referee' }, context);
+    }
+  };
+
+  /** Commission to each referrer up to level 3 on every live close, `volume × rate`. */
+  onOrderClosed = async (trx: Trx, e: OrderClosedEvent): Promise<void> => {
+    if (e.walletType !== 'live') return;
+    const chain = await referrerChain(trx, e.userId);
+    for (let i = 0; i < 3; i++) {
+      const referrerId = chain[i];
+      if (!referrerId) break;
+      const amount = roundCents(new Decimal(e.volume).times(this.settings.rates[i]!));
+      if (amount.lte(0)) continue;
+      const level = i + 1;
+      const row = await this.financial.updateWalletBalance(referrerId, amount, 'live', 'referral_commission', { level, refereeId: e.userId, orderId: e.orderId }, {
+        trx, operationId: e.operationId, log: e.log, orderId: e.orderId,
+      });
+      await insertCommission(trx, { orderId: e.orderId, level, referrerId, refereeId: e.userId, amount: amount.toFixed(2), postingId: row.postingId!, operationId: e.operationId });
+    }
+  };
+
+  async stats(userId: string) {
+    const s = await this.router.read(userId, (db) => referralStats(db, userId)); // read routing
+    if (!s) throw new Error('user vanished');
+    const c = [s.c1, s.c2, s.c3].map((v) => new Decimal(v ?? 0));
+    return {
+      referralCode: s.referralCode,
+      referees: { level1: Number(s.level1), level2: Number(s.level2), level3: Number(s.level3) },
+      commissions: { total: formatMoney(c[0]!.plus(c[1]!).plus(c[2]!)), level1: formatMoney(c[0]!), level2: formatMoney(c[1]!), level3: formatMoney(c[2]!) },
+      bonuses: { total: formatMoney(s.bonuses ?? '0') },
+    };
+  }
+
+  async commissions(userId: string, limit: number, cursor: string | undefined) {
+    const rows = await this.router.read(userId, (db) => listCommissions(db, userId, limit, decodeCursor(cursor))); // read routing
+    return toPage(rows, limit, (r) => ({ id: r.id, level: r.level, amount: formatMoney(r.amount), refereeAccountNumber: r.refereeAccountNumber, orderId: r.orderId, createdAt: r.createdAt.toISOString() }));
+  }
+}

@@ -1,0 +1,397 @@
+/**
+ * Order use cases: place, close, modify, list. Each one that changes a position is one
+ * transaction with its idempotency key inside (DESIGN.md rules 1 and 6); a close locks
+ * the order row, then the wallet (rule 3). The risk engine closes through the same
+ * `closeLocked`, so every close — user, stop-loss, take-profit, stop-out — posts the
+ * same way and runs the same in-transaction hooks.
+ */
+import type { Db, Trx } from '../../platform/db/database.js';
+import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletType } from '../../platform/db/schema.js';
+import { DomainError, InsufficientFundsError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
+import { decodeCursor, toPage } from '../../platform/http/pagination.js';
+import type { IdempotencyKey, IdempotencyService, IdempotentOutcome } from '../../platform/idempotency.service.js';
+import type { AppLogger } from '../../platform/logger.js';
+import { Decimal, formatFixed, formatMoney, roundCents, ZERO } from '../../platform/money.js';
+import type { TransactionService } from '../../platform/transaction.service.js';
+import type { Mismatch } from '../admin/admin.service.js';
+import type { FinancialService } from '../wallets/financial.service.js';
+import { lockWallet, type WalletChangeRow } from '../wallets/ledger.repository.js';
+import { toWalletView, type RequestContext, type Valuation, type WalletService } from '../wallets/wallet.service.js';
+import type { Instrument, Instruments } from './instruments.js';
+import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
+import type { QuoteBook } from './quote.book.js';
+import {
+  findOrder, insertOrder, listOrders, lockOrder, lockWalletById, marginMismatches, markOrderClosed, notifyWalletChanged,
+  openOrdersOfWallets, updateOrderLevels, type OpenOrderRow,
+} from './trading.repository.js';
+
+export interface OrderView {
+  id: string;
+  symbol: string;
+  side: OrderSide;
+  volume: string;
+  leverage: number;
+  walletType: WalletType;
+  openPrice: string;
+  margin: string;
+  stopLoss: string | null;
+  takeProfit: string | null;
+  status: OrderStatus;
+  closePrice: string | null;
+  profit: string | null;
+  closeReason: CloseReason | null;
+  openedAt: string;
+  closedAt: string | null;
+}
+
+export function toOrderView(o: OrderRow): OrderView {
+  const price = (v: string | null) => (v === null ? null : formatFixed(v, o.digits));
+  return {
+    id: o.id,
+    symbol: o.symbol,
+    side: o.side,
+    volume: formatFixed(o.volume, 2),
+    leverage: o.leverage,
+    walletType: o.walletType,
+    openPrice: formatFixed(o.openPrice, o.digits),
+    margin: formatMoney(o.margin),
+    stopLoss: price(o.stopLoss),
+    takeProfit: price(o.takeProfit),
+    status: o.status,
+    closePrice: price(o.closePrice),
+    profit: o.profit === null ? null : formatMoney(o.profit),
+    closeReason: o.closeReason,
+    openedAt: o.openedAt.toISOString(),
+    closedAt: o.closedAt === null ? null : o.closedAt.toISOString(),
+  };
+}
+
+/** What the close hooks (the referral module) learn about every close, inside its transaction. */
+export interface OrderClosedEvent {
+  orderId: string;
+  userId: string;
+  walletId: string;
+  walletType: WalletType;
+  symbol: string;
+  side: OrderSide;
+  /** Lots, 2 decimals. */
+  volume: string;
+  /** Signed, 2 decimals: the full profit or loss (before any negative balance compensation). */
+  profit: string;
+  closePrice: string;
+  closeReason: CloseReason;
+  operationId: string;
+  log: AppLogger;
+}
+
+/** Runs inside the close's transaction; a throw rolls the close back. */
+export type OrderClosedHook = (trx: Trx, event: OrderClosedEvent) => Promise<void>;
+
+export interface ClosedOrder {
+  order: OrderRow;
+  /** The wallet after the close (balance, margin, realized profit). */
+  wallet: WalletChangeRow;
+}
+
+/** Told after each commit, so in-memory state (risk engine, streams) follows the database. */
+export interface TradingObserver {
+  orderOpened(order: OrderRow, wallet: WalletChangeRow): void;
+  orderClosed(closed: ClosedOrder): void;
+  orderModified(order: OrderRow): void;
+}
+
+export interface PlaceOrderInput {
+  symbol: string;
+  side: OrderSide;
+  volume: string;
+  walletType: WalletType;
+  leverage?: string | number;
+  stopLoss?: string | null;
+  takeProfit?: string | null;
+}
+
+export interface ModifyOrderInput {
+  stopLoss?: string | null;
+  takeProfit?: string | null;
+}
+
+/** The wallet as a stop-out step found it under lock. */
+export interface WalletSnapshot {
+  balance: string;
+  orders: OpenOrderRow[];
+}
+
+export type StopOutStep =
+  | { kind: 'closed'; closed: ClosedOrder }
+  | { kind: 'safe'; state: WalletSnapshot }
+  /** Another order is the one to close (the database's choice, by unrealized P&L, then opened_at and id). */
+  | { kind: 'repick'; state: WalletSnapshot; orderId: string }
+  | { kind: 'gone' };
+
+export type TriggeredClose = { kind: 'closed'; closed: ClosedOrder } | { kind: 'skipped'; order: OrderRow | undefined };
+
+const notOpen = () => new DomainError('ORDER_NOT_OPEN', 'The order is not open');
+const noQuote = (symbol: string) => new DomainError('NO_QUOTE', `There is no price for ${symbol} yet`);
+
+function invalid(field: string, message: string): ValidationError {
+  return new ValidationError(`Invalid ${field}`, [{ field, message }]);
+}
+
+function parseVolume(i: Instrument, text: string): Decimal {
+  const v = new Decimal(text);
+  if (v.lt(i.minVolume) || v.gt(i.maxVolume)) throw invalid('volume', `must be between ${i.minVolume.toFixed(2)} and ${i.maxVolume.toFixed(2)} lots`);
+  if (!v.mod(i.volumeStep).isZero()) throw invalid('volume', `must be a multiple of ${i.volumeStep.toFixed(2)}`);
+  return v;
+}
+
+function parsePrice(digits: number, text: string | null | undefined, field: string): Decimal | null {
+  if (text === null || text === undefined) return null;
+  if (textDecimals(text) > digits) throw invalid(field, `must have at most ${digits} decimals`);
+  const p = new Decimal(text);
+  if (!p.gt(0)) throw invalid(field, 'must be greater than 0');
+  return p;
+}
+
+/** Unrealized P&L of open orders at current quotes, each rounded to the cent as its close would be. */
+function unrealized(o: Pick<OpenOrderRow, 'side' | 'openPrice' | 'volume' | 'contractSize' | 'symbol'>, q: PriceQuote | undefined): Decimal {
+  if (!q) return ZERO;
+  return roundCents(rawProfit(o.side, new Decimal(o.openPrice), closePriceOf(o.side, q), new Decimal(o.volume).times(o.contractSize)));
+}
+
+export class OrderService {
+  private readonly closeHooks: OrderClosedHook[] = [];
+  observer: TradingObserver | undefined;
+  /** Positions closed by stop-out since start (committed). */
+  stopOuts = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly tx: TransactionService,
+    private readonly idempotency: IdempotencyService,
+    private readonly financial: FinancialService,
+    private readonly wallets: WalletService,
+    private readonly instruments: Instruments,
+    private readonly quotes: QuoteBook,
+    private readonly stopOutLevel: Decimal,
+  ) {}
+
+  /** Registers a hook run inside every close's transaction (user, stop-loss, take-profit, stop-out). */
+  onOrderClosed(hook: OrderClosedHook): void {
+    this.closeHooks.push(hook);
+  }
+
+  private quoteOf = (symbol: string): PriceQuote | undefined => this.quotes.get(symbol);
+
+  // --- use cases --------------------------------------------------------------
+
+  async placeOrder(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
+    let opened: { order: OrderRow; wallet: WalletChangeRow } | undefined;
+    const outcome = await this.idempotency.execute(key, async (trx) => {
+      opened = undefined;
+      const inst = this.instruments.get(input.symbol);
+      if (!inst) throw new DomainError('UNKNOWN_SYMBOL', `Unknown symbol ${input.symbol}`, [{ field: 'symbol', message: 'not a tradable symbol' }]);
+      const volume = parseVolume(inst, input.volume);
+      const leverage = input.leverage === undefined ? Math.min(100, inst.maxLeverage) : Number(input.leverage);
+      if (leverage > inst.maxLeverage) throw invalid('leverage', `must be at most ${inst.maxLeverage} for ${inst.symbol}`);
+      const stopLoss = parsePrice(inst.digits, input.stopLoss, 'stopLoss');
+      const takeProfit = parsePrice(inst.digits, input.takeProfit, 'takeProfit');
+      const quote = this.quotes.get(inst.symbol);
+      if (!quote) throw noQuote(inst.symbol);
+      const openPrice = openPriceOf(input.side, quote);
+      const problem = levelProblem(input.side, openPrice, stopLoss, takeProfit);
+      if (problem) throw invalid(problem.field, problem.message);
+      const margin = requiredMargin(volume, inst.contractSize, openPrice, leverage);
+
+      const wallet = await lockWallet(trx, ctx.userId, input.walletType);
+      if (!wallet) throw new NotFoundError('Wallet');
+      const open = await openOrdersOfWallets(trx, [wallet.id]);
+      const pnl = open.reduce((sum, o) => sum.plus(unrealized(o, this.quoteOf(o.symbol))), ZERO);
+      const freeMargin = new Decimal(wallet.balance).plus(pnl).minus(wallet.margin);
+      if (margin.gt(freeMargin)) throw new InsufficientMarginError(`This order needs ${formatMoney(margin)} of margin; free margin is ${formatMoney(freeMargin)}`);
+
+      const order = await insertOrder(trx, {
+        userId: ctx.userId,
+        walletId: wallet.id,
+        walletType: input.walletType,
+        symbol: inst.symbol,
+        side: input.side,
+        volume: volume.toFixed(2),
+        leverage,
+        contractSize: inst.contractSize.toFixed(),
+        digits: inst.digits,
+        openPrice: openPrice.toFixed(),
+        margin: margin.toFixed(2),
+        stopLoss: stopLoss?.toFixed() ?? null,
+        takeProfit: takeProfit?.toFixed() ?? null,
+        openOperationId: ctx.operationId,
+      });
+      const row = await this.financial.performCombinedOperation(ctx.userId, { margin }, input.walletType, 'margin_reserve', null, {
+        trx, operationId: ctx.operationId, log: ctx.log, orderId: order.id,
+      });
+      opened = { order, wallet: row };
+      ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
+      const valuation: Valuation = { unrealizedPnl: pnl.plus(unrealized(order, quote)), openOrders: open.length + 1 };
+      return { status: 201, data: { order: toOrderView(order), wallet: toWalletView(row, valuation) } };
+    }, { operation: 'place_order', log: ctx.log });
+    if (opened && !outcome.replayed && outcome.status === 201) this.observer?.orderOpened(opened.order, opened.wallet);
+    return outcome;
+  }
+
+  async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
+    let closed: ClosedOrder | undefined;
+    const outcome = await this.idempotency.execute(key, async (trx) => {
+      closed = undefined;
+      const order = await lockOrder(trx, orderId, ctx.userId);
+      if (!order) throw new NotFoundError('Order');
+      if (order.status !== 'open') throw notOpen();
+      const quote = this.quotes.get(order.symbol);
+      if (!quote) throw noQuote(order.symbol);
+      closed = await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'user', ctx.operationId, ctx.log);
+      return { status: 200, data: { order: toOrderView(closed.order), wallet: await this.wallets.view(trx, closed.wallet) } };
+    }, { operation: 'close_order', log: ctx.log });
+    if (closed && !outcome.replayed && outcome.status === 200) this.observer?.orderClosed(closed);
+    return outcome;
+  }
+
+  async modifyOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string, input: ModifyOrderInput): Promise<IdempotentOutcome> {
+    let modified: OrderRow | undefined;
+    const outcome = await this.idempotency.execute(key, async (trx) => {
+      modified = undefined;
+      const order = await lockOrder(trx, orderId, ctx.userId);
+      if (!order) throw new NotFoundError('Order');
+      if (order.status !== 'open') throw notOpen();
+      const current = (v: string | null) => (v === null ? null : new Decimal(v));
+      const stopLoss = input.stopLoss === undefined ? current(order.stopLoss) : parsePrice(order.digits, input.stopLoss, 'stopLoss');
+      const takeProfit = input.takeProfit === undefined ? current(order.takeProfit) : parsePrice(order.digits, input.takeProfit, 'takeProfit');
+      const problem = levelProblem(order.side, new Decimal(order.openPrice), stopLoss, takeProfit);
+      if (problem) throw invalid(problem.field, problem.message);
+      const updated = await updateOrderLevels(trx, order.id, { stopLoss: stopLoss?.toFixed() ?? null, takeProfit: takeProfit?.toFixed() ?? null });
+      if (!updated) throw notOpen();
+      modified = updated;
+      return { status: 200, data: { order: toOrderView(updated) } };
+    }, { operation: 'modify_order', log: ctx.log });
+    if (modified && !outcome.replayed && outcome.status === 200) this.observer?.orderModified(modified);
+    return outcome;
+  }
+
+  async listOrders(userId: string, q: { limit: number; cursor?: string; status?: OrderStatus; walletType?: WalletType }) {
+    const rows = await listOrders(this.db, { userId, status: q.status, walletType: q.walletType, before: decodeCursor(q.cursor), limit: q.limit });
+    return toPage(rows, q.limit, toOrderView);
+  }
+
+  async getOrder(userId: string, orderId: string) {
+    const row = await findOrder(this.db, orderId, userId);
+    if (!row) throw new NotFoundError('Order');
+    return { order: toOrderView(row) };
+  }
+
+  // --- closing --------------------------------------------------------------------
+
+  /**
+   * Closes a locked open order at `closePrice`: the order row, then the wallet (margin
+   * released, P&L posted against the dealing account, nothing for exactly 0.00, negative
+   * balance protection on a loss), then the close hooks — all in the caller's transaction.
+   */
+  private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger): Promise<ClosedOrder> {
+    const volume = new Decimal(order.volume);
+    const profit = profitOf(order.side, new Decimal(order.openPrice), closePrice, volume, new Decimal(order.contractSize));
+    const closedRow = await markOrderClosed(trx, order.id, { closePrice: closePrice.toFixed(), profit: profit.toFixed(2), closeReason: reason, operationId });
+    if (!closedRow) throw notOpen();
+    const margin = new Decimal(order.margin).neg();
+    const metadata = { symbol: order.symbol, side: order.side, volume: volume.toFixed(2), closePrice: formatFixed(closePrice, order.digits), closeReason: reason };
+    const context = { trx, operationId, log, orderId: order.id };
+    let wallet: WalletChangeRow;
+    if (profit.gt(0)) {
+      wallet = await this.financial.performCombinedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_profit', metadata, context);
+    } else if (profit.isZero()) {
+      wallet = await this.financial.performCombinedOperation(order.userId, { margin }, order.walletType, 'margin_release', metadata, context);
+    } else {
+      wallet = await this.financial.performProtectedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_loss', metadata, context);
+    }
+    const event: OrderClosedEvent = {
+      orderId: order.id, userId: order.userId, walletId: order.walletId, walletType: order.walletType, symbol: order.symbol, side: order.side,
+      volume: volume.toFixed(2), profit: profit.toFixed(2), closePrice: formatFixed(closePrice, order.digits), closeReason: reason, operationId, log,
+    };
+    for (const hook of this.closeHooks) await hook(trx, event);
+    log.info({ orderId: order.id, closeReason: reason, closePrice: event.closePrice, profit: event.profit }, 'order closed');
+    return { order: closedRow, wallet };
+  }
+
+  /**
+   * A stop-loss or take-profit the engine saw reached at `quote`: locks the order and
+   * closes it at that quote's price if its (possibly just modified) level is still reached.
+   */
+  async closeTriggered(orderId: string, reason: 'stop_loss' | 'take_profit', quote: PriceQuote, operationId: string, log: AppLogger): Promise<TriggeredClose> {
+    return this.tx.executeWithRetry<TriggeredClose>(async (trx) => {
+      const order = await lockOrder(trx, orderId);
+      if (!order || order.status !== 'open') return { kind: 'skipped', order };
+      const level = reason === 'stop_loss' ? order.stopLoss : order.takeProfit;
+      const reached = level !== null && (reason === 'stop_loss' ? stopLossReached(order.side, new Decimal(level), quote) : takeProfitReached(order.side, new Decimal(level), quote));
+      if (!reached) return { kind: 'skipped', order };
+      return { kind: 'closed', closed: await this.closeLocked(trx, order, closePriceOf(order.side, quote), reason, operationId, log) };
+    }, { operation: reason, log });
+  }
+
+  /**
+   * One stop-out step, chosen without locks by the engine: locks the order, then its
+   * wallet, and re-checks under the locks that the wallet is at or below the stop-out
+   * level and that this order has the lowest unrealized P&L (ties: the oldest). Only
+   * then it closes it; otherwise it reports what it found.
+   */
+  async stopOutStep(walletId: string, orderId: string, priceOf: (symbol: string) => PriceQuote | undefined, operationId: string, log: AppLogger): Promise<StopOutStep> {
+    const step = await this.tx.executeWithRetry<StopOutStep>(async (trx) => {
+      const order = await lockOrder(trx, orderId);
+      const wallet = await lockWalletById(trx, walletId);
+      if (!wallet) return { kind: 'gone' };
+      const open = await openOrdersOfWallets(trx, [walletId]); // oldest first
+      let equity = new Decimal(wallet.balance);
+      let lowest: { id: string; pnl: Decimal } | undefined;
+      for (const o of open) {
+        const pnl = unrealized(o, priceOf(o.symbol));
+        equity = equity.plus(pnl);
+        if (!lowest || pnl.lt(lowest.pnl)) lowest = { id: o.id, pnl };
+      }
+      const state = { balance: wallet.balance, orders: open };
+      if (!lowest || !levelAtOrBelow(equity, new Decimal(wallet.margin), this.stopOutLevel)) return { kind: 'safe', state };
+      if (!order || order.status !== 'open' || order.walletId !== walletId || order.id !== lowest.id) return { kind: 'repick', state, orderId: lowest.id };
+      const quote = priceOf(order.symbol);
+      if (!quote) return { kind: 'safe', state };
+      log.info({ walletId, orderId, equity: formatMoney(equity), margin: wallet.margin }, 'stop-out');
+      return { kind: 'closed', closed: await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'stop_out', operationId, log) };
+    }, { operation: 'stop_out', log });
+    if (step.kind === 'closed') this.stopOuts++; // counted after commit, for /metrics
+    return step;
+  }
+
+  // --- what other modules call ------------------------------------------------------
+
+  /** Unrealized P&L of each wallet's open orders at current quotes (WalletService.valuation). */
+  async valuation(db: Db | Trx, walletIds: string[]): Promise<Map<string, Valuation>> {
+    const out = new Map<string, Valuation>();
+    for (const o of await openOrdersOfWallets(db, walletIds)) {
+      const v = out.get(o.walletId) ?? { unrealizedPnl: ZERO, openOrders: 0 };
+      v.unrealizedPnl = v.unrealizedPnl.plus(unrealized(o, this.quoteOf(o.symbol)));
+      v.openOrders++;
+      out.set(o.walletId, v);
+    }
+    return out;
+  }
+
+  /**
+   * FinancialService.freeMarginCheck: money leaving a wallet with open positions must
+   * leave its free margin at or above 0. Also tells the risk engine the balance moved.
+   */
+  async freeMarginCheck(trx: Trx, wallet: WalletChangeRow): Promise<void> {
+    const v = (await this.valuation(trx, [wallet.id])).get(wallet.id);
+    const freeMargin = new Decimal(wallet.balance).plus(v?.unrealizedPnl ?? ZERO).minus(wallet.margin);
+    if (freeMargin.lt(0)) throw new InsufficientFundsError('This would leave the free margin of open positions below 0.00');
+    await notifyWalletChanged(trx, wallet.id);
+  }
+
+  /** AdminService.marginCheck: wallets whose margin differs from their open orders'. */
+  async marginCheck(db: Db): Promise<Mismatch[]> {
+    return (await marginMismatches(db)).map((m) => ({
+      walletId: m.walletId, userId: m.userId, walletType: m.walletType, field: 'margin' as const, expected: formatMoney(m.expected), actual: formatMoney(m.actual),
+    }));
+  }
+}

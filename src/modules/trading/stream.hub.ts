@@ -1,0 +1,230 @@
+/**
+ * The WebSocket sessions of GET /api/v1/stream. Quotes are conflated: each session gets
+ * a snapshot on connect, then at most every QUOTE_PUSH_INTERVAL_MS the latest quote of
+ * each subscribed symbol that changed since its last message. Sessions that would get
+ * the same bytes share one serialization (all subscribed to the same set and last
+ * served at the same quote sequence), so 33,000 sessions cost a few JSON.stringify
+ * calls per push, not 33,000. Account events go only to the sessions of their user.
+ */
+import type { WebSocket } from 'ws';
+import type { AppLogger } from '../../platform/logger.js';
+import type { UserStateCache } from '../auth/user-state.cache.js';
+import type { Instruments } from './instruments.js';
+import type { OrderView } from './order.service.js';
+import type { QuoteBook } from './quote.book.js';
+import type { AccountEvents, MarginCallData } from './risk.engine.js';
+
+export const CLOSE_UNAUTHENTICATED = 4401;
+export const CLOSE_FORBIDDEN = 4403;
+export const CLOSE_GOING_AWAY = 1001;
+
+/** A session whose socket holds more than this unsent is skipped for a push (it gets the latest later). */
+const MAX_BUFFERED = 1 << 20;
+
+export interface Session {
+  socket: WebSocket;
+  userId: string;
+  tokenVersion: number;
+  /** Subscribed symbols; undefined = all. */
+  symbols: Set<string> | undefined;
+  /** Sorted symbols joined, '*' for all: sessions with equal keys get equal messages. */
+  subKey: string;
+  /** Quote sequence this session has been served up to. */
+  lastSeq: number;
+  lastPushAt: number;
+  /** Symbols to send on the next push whether they changed or not (newly subscribed). */
+  forced: Set<string>;
+  expiry: NodeJS.Timeout | undefined;
+  closed: boolean;
+  /** Answered the last ping (dead peers are dropped by the heartbeat). */
+  alive: boolean;
+}
+
+const HEARTBEAT_MS = 30_000;
+
+export class StreamHub implements AccountEvents {
+  private readonly byUser = new Map<string, Set<Session>>();
+  private readonly sessions = new Set<Session>();
+  private timer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  /** Messages sent, for tests and metrics. */
+  readonly stats = { connected: 0, pushes: 0, events: 0 };
+
+  constructor(
+    private readonly quotes: QuoteBook,
+    private readonly instruments: Instruments,
+    private readonly cache: UserStateCache,
+    private readonly intervalMs: number,
+    private readonly log: AppLogger,
+  ) {}
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  start(): void {
+    // Ticks four times per interval; each session is served at most once per interval.
+    const tick = Math.max(5, Math.floor(this.intervalMs / 4));
+    this.timer = setInterval(() => this.push(), tick);
+    this.timer.unref();
+    // A peer gone without a FIN would hold its session for ever: ping, and drop who did not answer.
+    this.heartbeat = setInterval(() => {
+      for (const s of [...this.sessions]) {
+        if (!s.alive) {
+          this.remove(s);
+          s.socket.terminate();
+          continue;
+        }
+        s.alive = false;
+        s.socket.ping();
+      }
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /** Stops pushing and closes every session (shutdown). */
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.timer = undefined;
+    this.heartbeat = undefined;
+    for (const s of [...this.sessions]) this.close(s, CLOSE_GOING_AWAY, 'server shutting down');
+  }
+
+  /** Registers an authenticated session and sends its snapshot. */
+  add(socket: WebSocket, userId: string, tokenVersion: number, expiresAt: number | undefined): Session {
+    const s: Session = {
+      socket, userId, tokenVersion, symbols: undefined, subKey: '*', lastSeq: this.quotes.seq, lastPushAt: Date.now(),
+      forced: new Set(), expiry: undefined, closed: false, alive: true,
+    };
+    socket.on('pong', () => (s.alive = true));
+    this.sessions.add(s);
+    let set = this.byUser.get(userId);
+    if (!set) this.byUser.set(userId, (set = new Set()));
+    set.add(s);
+    this.stats.connected++;
+    if (expiresAt !== undefined) {
+      const ms = Math.min(Math.max(expiresAt - Date.now(), 0), 2 ** 31 - 1);
+      s.expiry = setTimeout(() => this.close(s, CLOSE_UNAUTHENTICATED, 'token expired'), ms);
+      s.expiry.unref();
+    }
+    socket.on('close', () => this.remove(s));
+    this.send(s, JSON.stringify({ type: 'quotes', data: this.quotes.list().map((q) => this.quotes.view(q)) }));
+    return s;
+  }
+
+  /** A client message: only `subscribe` exists; anything else gets an error message. */
+  onMessage(s: Session, raw: string): void {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(raw);
+    } catch {
+      return this.error(s, 'VALIDATION_FAILED', 'Messages must be JSON');
+    }
+    const m = msg as { type?: unknown; symbols?: unknown };
+    if (m === null || typeof m !== 'object' || m.type !== 'subscribe') return this.error(s, 'VALIDATION_FAILED', 'Unknown message type; expected {"type":"subscribe","symbols":[...]}');
+    if (!Array.isArray(m.symbols) || m.symbols.some((x) => typeof x !== 'string') || m.symbols.length > 1000) {
+      return this.error(s, 'VALIDATION_FAILED', 'symbols must be an array of symbol names');
+    }
+    const wanted = m.symbols as string[];
+    const unknown = wanted.filter((x) => !this.instruments.has(x));
+    if (unknown.length) return this.error(s, 'UNKNOWN_SYMBOL', `Unknown symbols: ${unknown.join(', ')}`, unknown);
+    const before = s.symbols;
+    s.symbols = new Set(wanted);
+    s.subKey = [...s.symbols].sort().join(',');
+    for (const x of s.symbols) if (before && !before.has(x)) s.forced.add(x);
+    for (const x of s.forced) if (!s.symbols.has(x)) s.forced.delete(x);
+  }
+
+  private error(s: Session, code: string, message: string, symbols?: string[]): void {
+    this.send(s, JSON.stringify({ type: 'error', data: symbols ? { code, message, symbols } : { code, message } }));
+  }
+
+  // --- account events -------------------------------------------------------------
+
+  orderClosed(userId: string, order: OrderView): void {
+    this.toUser(userId, { type: 'order_closed', data: { order } });
+  }
+
+  marginCall(userId: string, data: MarginCallData): void {
+    this.toUser(userId, { type: 'margin_call', data });
+  }
+
+  private toUser(userId: string, message: unknown): void {
+    const set = this.byUser.get(userId);
+    if (!set) return;
+    const text = JSON.stringify(message);
+    for (const s of set) this.send(s, text);
+    this.stats.events++;
+  }
+
+  // --- revocation -----------------------------------------------------------------
+
+  /** The user's state changed (logout, password, block): sessions whose token no longer holds close. */
+  async recheckUser(userId: string): Promise<void> {
+    const set = this.byUser.get(userId);
+    if (!set || set.size === 0) return;
+    let state;
+    try {
+      state = await this.cache.get(userId);
+    } catch (err) {
+      this.log.warn({ err, userId }, 'could not re-check stream sessions');
+      return;
+    }
+    for (const s of [...set]) {
+      if (!state || state.tokenVersion !== s.tokenVersion) this.close(s, CLOSE_UNAUTHENTICATED, 'token revoked');
+      else if (state.blocked) this.close(s, CLOSE_FORBIDDEN, 'account blocked');
+    }
+  }
+
+  close(s: Session, code: number, reason: string): void {
+    if (s.closed) return;
+    this.remove(s);
+    try {
+      s.socket.close(code, reason);
+    } catch {
+      s.socket.terminate();
+    }
+  }
+
+  private remove(s: Session): void {
+    if (s.closed) return;
+    s.closed = true;
+    if (s.expiry) clearTimeout(s.expiry);
+    this.sessions.delete(s);
+    const set = this.byUser.get(s.userId);
+    set?.delete(s);
+    if (set?.size === 0) this.byUser.delete(s.userId);
+  }
+
+  private send(s: Session, text: string): void {
+    if (s.closed || s.socket.readyState !== 1 /* OPEN */) return;
+    s.socket.send(text);
+  }
+
+  // --- conflated quote pushes -------------------------------------------------------
+
+  private push(): void {
+    const seq = this.quotes.seq;
+    const now = Date.now();
+    const cache = new Map<string, string | null>();
+    for (const s of this.sessions) {
+      if ((s.lastSeq >= seq && s.forced.size === 0) || now - s.lastPushAt < this.intervalMs) continue;
+      if (s.socket.bufferedAmount > MAX_BUFFERED) continue;
+      let text: string | null | undefined;
+      const key = s.forced.size === 0 ? `${s.subKey}|${s.lastSeq}` : undefined;
+      if (key !== undefined) text = cache.get(key);
+      if (text === undefined) {
+        const items = this.quotes.list().filter((q) => (s.symbols === undefined || s.symbols.has(q.symbol)) && (q.seq > s.lastSeq || s.forced.has(q.symbol)));
+        text = items.length === 0 ? null : JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) });
+        if (key !== undefined) cache.set(key, text);
+      }
+      s.lastSeq = seq;
+      s.forced.clear();
+      if (text === null) continue; // only unsubscribed symbols changed
+      s.lastPushAt = now;
+      this.send(s, text);
+      this.stats.pushes++;
+    }
+  }
+}

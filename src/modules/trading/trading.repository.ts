@@ -1,0 +1,127 @@
+/** Every query of the trading module: quotes and orders. */
+import { sql, type Insertable } from 'kysely';
+import type { Db, Trx } from '../../platform/db/database.js';
+import type { CloseReason, OrderRow, OrdersTable, OrderStatus, WalletType } from '../../platform/db/schema.js';
+import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
+
+// --- quotes -----------------------------------------------------------------
+
+export async function loadQuotes(db: Db) {
+  return db.selectFrom('quotes').selectAll().execute();
+}
+
+/** Stores the last quote of each symbol given (one statement). */
+export async function upsertQuotes(db: Db | Trx, quotes: { symbol: string; bid: string; ask: string; time: Date }[]): Promise<void> {
+  if (quotes.length === 0) return;
+  await db.insertInto('quotes').values(quotes)
+    .onConflict((oc) => oc.column('symbol').doUpdateSet((eb) => ({ bid: eb.ref('excluded.bid'), ask: eb.ref('excluded.ask'), time: eb.ref('excluded.time') })))
+    .execute();
+}
+
+// --- orders -----------------------------------------------------------------
+
+export async function insertOrder(trx: Trx, values: Insertable<OrdersTable>): Promise<OrderRow> {
+  return trx.insertInto('orders').values(values).returningAll().executeTakeFirstOrThrow();
+}
+
+/** Locks one order (of one user, when given): the first lock of every order use case. */
+export async function lockOrder(trx: Trx, orderId: string, userId?: string): Promise<OrderRow | undefined> {
+  let q = trx.selectFrom('orders').selectAll().where('id', '=', orderId);
+  if (userId !== undefined) q = q.where('userId', '=', userId);
+  return q.forUpdate().executeTakeFirst();
+}
+
+export async function findOrder(db: Db, orderId: string, userId: string): Promise<OrderRow | undefined> {
+  return db.selectFrom('orders').selectAll().where('id', '=', orderId).where('userId', '=', userId).executeTakeFirst();
+}
+
+export interface OrderFilter {
+  userId: string;
+  status?: OrderStatus;
+  walletType?: WalletType;
+  before?: Cursor;
+  limit: number;
+}
+
+export async function listOrders(db: Db, f: OrderFilter) {
+  let q = db.selectFrom('orders').selectAll().select(createdMicros('opened_at').as('createdMicros')).where('userId', '=', f.userId);
+  if (f.status) q = q.where('status', '=', f.status);
+  if (f.walletType) q = q.where('walletType', '=', f.walletType);
+  if (f.before) q = q.where(olderThan(f.before, 'opened_at'));
+  return q.orderBy('openedAt', 'desc').orderBy('id', 'desc').limit(f.limit + 1).execute();
+}
+
+/** Closes a locked open order; undefined when it was not open. */
+export async function markOrderClosed(trx: Trx, orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): Promise<OrderRow | undefined> {
+  return trx.updateTable('orders')
+    .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
+    .where('id', '=', orderId).where('status', '=', 'open')
+    .returningAll().executeTakeFirst();
+}
+
+export async function updateOrderLevels(trx: Trx, orderId: string, levels: { stopLoss: string | null; takeProfit: string | null }): Promise<OrderRow | undefined> {
+  return trx.updateTable('orders').set(levels).where('id', '=', orderId).where('status', '=', 'open').returningAll().executeTakeFirst();
+}
+
+export type OpenOrderRow = Pick<OrderRow, 'id' | 'userId' | 'walletId' | 'walletType' | 'symbol' | 'side' | 'volume' | 'contractSize' | 'digits' | 'openPrice' | 'margin' | 'stopLoss' | 'takeProfit' | 'openedAt'>;
+
+const OPEN_COLUMNS = ['id', 'userId', 'walletId', 'walletType', 'symbol', 'side', 'volume', 'contractSize', 'digits', 'openPrice', 'margin', 'stopLoss', 'takeProfit', 'openedAt'] as const;
+
+/** Open orders of some wallets, oldest first (a plain read). */
+export async function openOrdersOfWallets(db: Db | Trx, walletIds: string[]): Promise<OpenOrderRow[]> {
+  if (walletIds.length === 0) return [];
+  return db.selectFrom('orders').select(OPEN_COLUMNS)
+    .where('walletId', 'in', walletIds).where('status', '=', 'open')
+    .orderBy('walletId').orderBy('openedAt').orderBy('id')
+    .execute();
+}
+
+/** Every open order, for the risk engine's start (streamed in pages by id). */
+export async function openOrdersPage(db: Db, afterId: string, limit: number): Promise<OpenOrderRow[]> {
+  return db.selectFrom('orders').select(OPEN_COLUMNS)
+    .where('status', '=', 'open').where('id', '>', afterId)
+    .orderBy('id').limit(limit)
+    .execute();
+}
+
+export interface WalletStateRow {
+  id: string;
+  userId: string;
+  type: WalletType;
+  balance: string;
+  margin: string;
+}
+
+/** Balance and margin of every wallet with open positions (margin > 0). */
+export async function walletsWithMargin(db: Db): Promise<WalletStateRow[]> {
+  return db.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin']).where('margin', '>', '0').execute();
+}
+
+export async function walletStates(db: Db | Trx, walletIds: string[]): Promise<WalletStateRow[]> {
+  if (walletIds.length === 0) return [];
+  return db.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin']).where('id', 'in', walletIds).execute();
+}
+
+/** Locks a wallet by id (after the order row: DESIGN.md rule 3). */
+export async function lockWalletById(trx: Trx, walletId: string): Promise<WalletStateRow | undefined> {
+  return trx.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin']).where('id', '=', walletId).forUpdate().executeTakeFirst();
+}
+
+/** Wallets whose margin differs from the sum of their open orders' margin (reconciliation). */
+export async function marginMismatches(db: Db) {
+  const { rows } = await sql<{ walletId: string; userId: string; walletType: string; actual: string; expected: string }>`
+    SELECT w.id AS wallet_id, w.user_id, w.type AS wallet_type, w.margin AS actual, coalesce(o.total, 0) AS expected
+    FROM wallets w
+    LEFT JOIN (SELECT wallet_id, sum(margin) AS total FROM orders WHERE status = 'open' GROUP BY wallet_id) o ON o.wallet_id = w.id
+    WHERE w.margin <> coalesce(o.total, 0)
+    ORDER BY w.id LIMIT 1000
+  `.execute(db);
+  return rows;
+}
+
+export const WALLET_CHANNEL = 'trading_wallet';
+
+/** Tells the risk engine (on commit, in every process) that a wallet with positions changed outside trading. */
+export async function notifyWalletChanged(trx: Trx, walletId: string): Promise<void> {
+  await sql`SELECT pg_notify(${WALLET_CHANNEL}, ${walletId})`.execute(trx);
+}

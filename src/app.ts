@@ -110,7 +110,8 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const sign = (claims: TokenClaims) => app.jwt.sign(claims);
   const auth = new AuthService(database.db, tx, financial, userCache, sign, { demoInitialBalance: config.demoInitialBalance });
   const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
-  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, tx, idempotency, financial, wallets, admin, userCache });
+  const connectionString = (database.pool.options as { connectionString?: string }).connectionString;
+  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, connectionString, tx, idempotency, financial, wallets, admin, userCache });
   const security = await registerSecurity(app, config);
   const metrics = new Metrics({ tx, idempotency, pool: database.pool, rateLimitRejections: security.rejections });
   // The referral program lives inside the deposit's and the close's own transactions.
@@ -177,7 +178,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   }
 
   // --- routes ----------------------------------------------------------------
-  healthRoutes(app, { db: database.db, pool: database.pool, tx, startedAt: Date.now(), jobs: jobStatuses });
+  healthRoutes(app, { db: database.db, pool: database.pool, tx, startedAt: Date.now(), jobs: jobStatuses, market: () => trading.market.status() });
   authRoutes(app, auth);
   walletRoutes(app, wallets);
   adminRoutes(app, admin);

@@ -6,7 +6,7 @@ import { poolStats } from '../../platform/db/database.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 
 /** GET /health: 200 with a reachable database, 503 `unavailable` while it is not. Not wrapped in the envelope. */
-export function healthRoutes(app: FastifyInstance, deps: { db: Db; pool: pg.Pool; tx: TransactionService; startedAt: number; jobs?: (db: Db) => Promise<unknown> }) {
+export function healthRoutes(app: FastifyInstance, deps: { db: Db; pool: pg.Pool; tx: TransactionService; startedAt: number; jobs?: (db: Db) => Promise<unknown>; market?: () => unknown }) {
   app.get('/health', { config: { unlimited: true }, schema: { tags: ['operations'], summary: 'Liveness and database health' } }, async (_req, reply) => {
     const started = process.hrtime.bigint();
     let ok = true;
@@ -28,6 +28,8 @@ export function healthRoutes(app: FastifyInstance, deps: { db: Db; pool: pg.Pool
       db: { ok, latencyMs, pool: poolStats(deps.pool) },
       transactions: { committed: s.committed, rolledBack: s.rolledBack, retried: s.retried, deadlocks: s.deadlocks, successRate: s.successRate },
       ...(jobs ? { jobs } : {}),
+      // Whether this process is the market leader (runs the price feed and the risk engine).
+      ...(deps.market ? { market: deps.market() } : {}),
     });
   });
 }

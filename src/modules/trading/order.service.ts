@@ -161,6 +161,11 @@ function unrealized(o: Pick<OpenOrderRow, 'side' | 'openPrice' | 'volume' | 'con
 export class OrderService {
   private readonly closeHooks: OrderClosedHook[] = [];
   observer: TradingObserver | undefined;
+  /**
+   * Runs last inside the transaction of a user's open, close and modify: the market
+   * notifies the leader there, so the notice is delivered on commit, before the answer.
+   */
+  inTransaction: ((trx: Trx, order: { id: string; walletId: string }) => Promise<void>) | undefined;
   /** Positions closed by stop-out since start (committed). */
   stopOuts = 0;
 
@@ -229,6 +234,7 @@ export class OrderService {
         trx, operationId: ctx.operationId, log: ctx.log, orderId: order.id,
       });
       opened = { order, wallet: row };
+      await this.inTransaction?.(trx, order);
       ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
       const valuation: Valuation = { unrealizedPnl: pnl.plus(unrealized(order, quote)), openOrders: open.length + 1 };
       return { status: 201, data: { order: toOrderView(order), wallet: toWalletView(row, valuation) } };
@@ -247,6 +253,7 @@ export class OrderService {
       const quote = this.quotes.get(order.symbol);
       if (!quote) throw noQuote(order.symbol);
       closed = await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'user', ctx.operationId, ctx.log);
+      await this.inTransaction?.(trx, order);
       return { status: 200, data: { order: toOrderView(closed.order), wallet: await this.wallets.view(trx, closed.wallet) } };
     }, { operation: 'close_order', log: ctx.log });
     if (closed && !outcome.replayed && outcome.status === 200) this.observer?.orderClosed(closed);
@@ -268,6 +275,7 @@ export class OrderService {
       const updated = await updateOrderLevels(trx, order.id, { stopLoss: stopLoss?.toFixed() ?? null, takeProfit: takeProfit?.toFixed() ?? null });
       if (!updated) throw notOpen();
       modified = updated;
+      await this.inTransaction?.(trx, updated);
       return { status: 200, data: { order: toOrderView(updated) } };
     }, { operation: 'modify_order', log: ctx.log });
     if (modified && !outcome.replayed && outcome.status === 200) this.observer?.orderModified(modified);

@@ -485,6 +485,13 @@ export class RiskBook {
     return { equityCents: equity, marginCents: margin, openOrders: n, stopOut, marginCallRaised };
   }
 
+  /** Forgets every order, wallet and price (this process stopped being the leader). */
+  clear(): void {
+    this.orders.clear();
+    this.wallets.clear();
+    this.books.clear();
+  }
+
   /** Sizes of the heaps, for tests and the benchmark. */
   stats() {
     let entries = 0;

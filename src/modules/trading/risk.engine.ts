@@ -11,7 +11,7 @@
  * process can run it (an advisory lock around start) while the others forward quotes.
  */
 import { randomUUID } from 'node:crypto';
-import type { Db } from '../../platform/db/database.js';
+import type { Db, Trx } from '../../platform/db/database.js';
 import type { NotificationHub } from '../../platform/db/notifications.js';
 import type { OrderRow } from '../../platform/db/schema.js';
 import { ServiceUnavailableError } from '../../platform/errors.js';
@@ -99,6 +99,12 @@ export class RiskEngine implements TradingObserver {
   private resyncTimer: NodeJS.Timeout | undefined;
   private started = false;
   private stopping = false;
+  private hubAttached = false;
+  /**
+   * Fan-out of every applied quote to the other processes (NOTIFY): called inside an
+   * admin quote's transaction (delivered on its commit), beside the store of a feed quote.
+   */
+  publishQuotes: ((db: Db | Trx, rows: { symbol: string; bid: string; ask: string; time: Date }[]) => Promise<void>) | undefined;
 
   constructor(
     private readonly db: Db,
@@ -136,8 +142,12 @@ export class RiskEngine implements TradingObserver {
     this.started = true;
     this.stopping = false;
     if (stopOuts.size) this.checkWallets(stopOuts);
-    hub?.on(WALLET_CHANNEL, (walletId) => this.walletChanged(walletId));
-    hub?.onReconnect(() => this.scheduleResync());
+    if (hub && !this.hubAttached) {
+      // Once: the engine may start and stop several times (leadership changes).
+      this.hubAttached = true;
+      hub.on(WALLET_CHANNEL, (walletId) => this.walletChanged(walletId));
+      hub.onReconnect(() => this.scheduleResync());
+    }
     if (this.options.resyncIntervalMs > 0) {
       this.resyncTimer = setInterval(() => this.scheduleResync(), this.options.resyncIntervalMs);
       this.resyncTimer.unref();
@@ -181,9 +191,22 @@ export class RiskEngine implements TradingObserver {
     });
   }
 
+  /** Started and not stopping: this process runs the automatic processing. */
+  get active(): boolean {
+    return this.started && !this.stopping;
+  }
+
   /** A wallet with positions changed outside trading (deposit, withdrawal, adjustment…). */
   walletChanged(walletId: string): void {
-    if (this.book.wallets.has(walletId)) this.scheduleRefresh(walletId);
+    if (this.active && this.book.wallets.has(walletId)) this.scheduleRefresh(walletId);
+  }
+
+  /**
+   * An order of this wallet was opened, closed or modified by another process: the
+   * wallet's balance and open orders (with their levels) are re-read from the database.
+   */
+  orderChangedElsewhere(walletId: string): void {
+    if (this.active) this.scheduleRefresh(walletId);
   }
 
   /** Re-reads every wallet with positions now (instead of at the next interval); resolves when done. */
@@ -192,7 +215,7 @@ export class RiskEngine implements TradingObserver {
   }
 
   private scheduleResync(): void {
-    if (this.stopping || this.pendingResync) return;
+    if (!this.active || this.pendingResync) return;
     this.pendingResync = true;
     this.enqueue({ kind: 'resync' });
   }
@@ -275,11 +298,15 @@ export class RiskEngine implements TradingObserver {
       const view = this.quotes.view({ ...list[0]!, time, seq: 0 });
       await this.tx.executeWithRetry(async (trx) => {
         await upsertQuotes(trx, rows);
+        await this.publishQuotes?.(trx, rows);
         await insertAudit(trx, { actorId: audit.actorId, action: 'quote', targetUserId: null, operationId, details: { symbol: view.symbol, bid: view.bid, ask: view.ask } });
       }, { operation: 'admin_quote', log });
     } else {
       // A feed quote that cannot be stored still moves the price; the next one is stored.
-      await upsertQuotes(this.db, rows).catch((err: unknown) => this.log.warn({ err }, 'could not store feed quotes'));
+      await Promise.all([
+        upsertQuotes(this.db, rows).catch((err: unknown) => this.log.warn({ err }, 'could not store feed quotes')),
+        this.publishQuotes?.(this.db, rows).catch((err: unknown) => this.log.warn({ err }, 'could not publish feed quotes')),
+      ]);
     }
     const applied: Quote[] = [];
     const effects: QuoteEffects = { triggered: [], wallets: [] };
@@ -423,7 +450,18 @@ export class RiskEngine implements TradingObserver {
     if (state.orders.length === 0) return;
     const first = state.orders[0]!;
     this.book.upsertWallet({ id: walletId, userId: first.userId, walletType: first.walletType, balance: new Decimal(state.balance) });
-    for (const o of state.orders) if (!this.book.orders.has(o.id)) this.book.addOrder(toBookOrder(o));
+    for (const o of state.orders) {
+      const b = this.book.orders.get(o.id);
+      if (!b) {
+        this.book.addOrder(toBookOrder(o));
+        continue;
+      }
+      // Levels changed by another process (or a modify the book missed).
+      const sl = o.stopLoss === null ? null : new Decimal(o.stopLoss);
+      const tp = o.takeProfit === null ? null : new Decimal(o.takeProfit);
+      const same = (a: Decimal | null, c: Decimal | null) => (a === null ? c === null : c !== null && a.eq(c));
+      if (!same(b.stopLoss, sl) || !same(b.takeProfit, tp)) this.book.updateLevels(o.id, sl, tp);
+    }
   }
 
   /** Re-reads some wallets (balance and open orders) and re-evaluates them. */

@@ -17,12 +17,13 @@ import type { UserStateCache } from '../auth/user-state.cache.js';
 import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletService } from '../wallets/wallet.service.js';
 import { Instruments, toSymbolView } from './instruments.js';
-import { OrderService, type OrderClosedHook } from './order.service.js';
+import { Market } from './market.js';
+import { OrderService, type OrderClosedHook, type OrderView } from './order.service.js';
 import { SimulatedPriceFeed } from './price.feed.js';
 import { textDecimals } from './pricing.js';
 import { QuoteBook } from './quote.book.js';
 import { RiskBook } from './risk.book.js';
-import { RiskEngine } from './risk.engine.js';
+import { RiskEngine, type MarginCallData } from './risk.engine.js';
 import { StreamHub } from './stream.hub.js';
 
 export interface TradingDeps {
@@ -30,6 +31,8 @@ export interface TradingDeps {
   db: Db;
   log: AppLogger;
   hub?: NotificationHub;
+  /** The database for the market leader's lock session; with `hub`, processes share one feed and one engine. */
+  connectionString?: string;
   tx: TransactionService;
   idempotency: IdempotencyService;
   financial: FinancialService;
@@ -51,6 +54,8 @@ export class Trading {
   readonly engine: RiskEngine;
   readonly streams: StreamHub;
   readonly feed: SimulatedPriceFeed | undefined;
+  /** Leader election and the fan-out of quotes and account events between processes (market.ts). */
+  readonly market: Market;
 
   constructor(private readonly deps: TradingDeps, options: TradingOptions = {}) {
     const { config, db, log } = deps;
@@ -60,11 +65,20 @@ export class Trading {
     this.orders = new OrderService(db, deps.tx, deps.idempotency, deps.financial, deps.wallets, this.instruments, this.quotes, levels.stopOutLevel);
     this.book = new RiskBook(levels, (s) => this.instruments.get(s)?.digits);
     this.streams = new StreamHub(this.quotes, this.instruments, deps.userCache, config.quotePushIntervalMs, log);
-    this.engine = new RiskEngine(db, deps.tx, this.orders, this.quotes, this.book, this.streams, log, {
+    // The engine's account events go through the market: to this process's sessions and to the others'.
+    const events = { orderClosed: (u: string, o: OrderView) => this.market.orderClosed(u, o), marginCall: (u: string, m: MarginCallData) => this.market.marginCall(u, m) };
+    this.engine = new RiskEngine(db, deps.tx, this.orders, this.quotes, this.book, events, log, {
       closeConcurrency: options.closeConcurrency ?? 4,
       resyncIntervalMs: options.resyncIntervalMs ?? 5_000,
     });
-    this.orders.observer = this.engine;
+    this.market = new Market({
+      db, hub: deps.hub, connectionString: deps.connectionString, instruments: this.instruments, quotes: this.quotes,
+      engine: this.engine, streams: this.streams, log,
+      lead: () => this.lead(),
+      unlead: () => this.unlead(),
+    });
+    this.orders.observer = this.market.observer();
+    this.orders.inTransaction = (trx, order) => this.market.orderChanged(trx, order);
     this.feed = config.priceFeed === 'simulated'
       ? new SimulatedPriceFeed(this.instruments, this.quotes, (q) => this.engine.submitFeedQuotes(q), config.priceFeedIntervalMs, config.priceFeedSeed, log)
       : undefined;
@@ -80,19 +94,34 @@ export class Trading {
     this.orders.onOrderClosed(hook);
   }
 
-  /** Loads the last quotes and open orders, then starts the engine, the stream pushes and the feed. */
+  /**
+   * Elects the market leader (a single process wins at once, before this resolves) and
+   * starts the stream pushes. The leader loads the last quotes and open orders and
+   * starts the engine and the feed (lead); a follower loads the quotes and follows.
+   */
   async start(): Promise<void> {
+    await this.market.start();
+    this.streams.start();
+  }
+
+  /** Leadership first (feed, then the engine and its closes, then the lock), then the streams: all before the pool closes. */
+  async stop(): Promise<void> {
+    await this.market.stop();
+    this.streams.stop();
+  }
+
+  /** Became the market leader: quotes and open orders from the database, then the engine and the feed. */
+  private async lead(): Promise<void> {
     await this.quotes.load(this.deps.db);
     await this.engine.start(this.deps.hub);
-    this.streams.start();
     this.feed?.start();
   }
 
-  /** Feed first, then the engine (its closes finish), then the streams: all before the pool closes. */
-  async stop(): Promise<void> {
+  /** No longer the leader (lost the lock, or stopping): the feed, then the engine; the book is rebuilt on the next lead. */
+  private async unlead(): Promise<void> {
     this.feed?.stop();
     await this.engine.stop();
-    this.streams.stop();
+    this.book.clear();
   }
 
   symbols() {
@@ -113,8 +142,9 @@ export class Trading {
     for (const [field, text] of [['bid', input.bid], ['ask', input.ask]] as const) {
       if (textDecimals(text) > inst.digits) throw new ValidationError('Invalid quote', [{ field, message: `must have at most ${inst.digits} decimals` }]);
     }
-    const r = await this.engine.submitAdminQuote({ symbol: inst.symbol, bid, ask }, ctx);
-    ctx.log.info({ symbol: inst.symbol, bid: input.bid, ask: input.ask, triggered: r.triggered }, 'admin quote applied');
-    return { quote: this.quotes.view(r.quote), triggered: r.triggered };
+    // On the leader it is applied here; a follower forwards it to the leader and waits (market.ts).
+    const r = await this.market.adminQuote({ symbol: inst.symbol, bid, ask }, ctx);
+    ctx.log.info({ symbol: inst.symbol, bid: input.bid, ask: input.ask, triggered: r.triggered, leader: this.market.isLeader }, 'admin quote applied');
+    return { quote: r.quote, triggered: r.triggered };
   }
 }

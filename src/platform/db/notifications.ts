@@ -15,6 +15,7 @@ export class NotificationHub {
   private readonly reconnectHandlers: (() => void)[] = [];
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private listening: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly connectionString: string,
@@ -26,7 +27,9 @@ export class NotificationHub {
     const list = this.handlers.get(channel) ?? [];
     list.push(handler);
     this.handlers.set(channel, list);
-    if (list.length === 1 && this.client) void this.client.query(`LISTEN ${channel}`).catch(() => undefined);
+    const client = this.client;
+    // One query at a time per connection: LISTENs queue behind each other.
+    if (list.length === 1 && client) this.listening = this.listening.then(() => client.query(`LISTEN ${channel}`)).then(() => undefined, () => undefined);
   }
 
   onReconnect(handler: () => void): void {

@@ -15,8 +15,8 @@
  * user's next request reaches another process, so `read()` first runs a fence: a
  * NOTIFY on this process's own channel, sent after the read arrived. PostgreSQL
  * delivers notifications in commit order, so when the fence comes back every write
- * note committed before the read arrived has been heard. Fences of concurrent reads
- * share one round trip.
+ * note committed before the read arrived has been heard. Concurrent reads share a
+ * fence, and one fence per process is in flight at a time.
  *
  * The floor covers what the router cannot know per user: writes before its LISTEN was
  * active (start-up, listener reconnect: the primary's LSN once the LISTEN is proven),
@@ -66,7 +66,6 @@ interface Replica {
   up: boolean;
   replayLsn: bigint;
   checkedAt: number;
-  startedAt: string | undefined;
   refreshing: Promise<void> | undefined;
   lastError: string | undefined;
   reads: number;
@@ -111,6 +110,19 @@ export function parseLsn(text: string): bigint {
 
 export function formatLsn(lsn: bigint): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+/**
+ * The position up to which a standby that replayed up to `replay` has everything.
+ * A replay position at a page start (after a record ending there, or a WAL segment
+ * switch) is the same state as that page's first record position, which is what the
+ * primary's insert LSN reports while nothing newer exists: without this, a replica
+ * would look behind forever on a quiet primary after every segment switch.
+ */
+export function replayHorizon(replay: bigint, blockSize: number, segmentSize: bigint): bigint {
+  if (replay % segmentSize === 0n) return replay + 40n; // long page header (SizeOfXLogLongPHD)
+  if (replay % BigInt(blockSize) === 0n) return replay + 24n; // short page header (SizeOfXLogShortPHD)
+  return replay;
 }
 
 /** What a failed replica read means: down, a recovery conflict, unknown (probe it), or the query's own error. */
@@ -178,6 +190,7 @@ export class ReadRouter {
   private stopped = false;
   private fenceSeq = 0;
   private pendingFence: Fence | undefined;
+  private inflightFence: Fence | undefined;
   private readonly fences = new Map<string, Fence>();
   private primaryReads = 0;
   private retriedOnPrimary = 0;
@@ -200,7 +213,6 @@ export class ReadRouter {
       up: false,
       replayLsn: 0n,
       checkedAt: 0,
-      startedAt: undefined,
       refreshing: undefined,
       lastError: 'not probed yet',
       reads: 0,
@@ -237,8 +249,7 @@ export class ReadRouter {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    for (const f of this.fences.values()) f.reject(new Error('read router closed'));
-    this.fences.clear();
+    for (const f of [...this.fences.values(), ...(this.pendingFence ? [this.pendingFence] : [])]) f.reject(new Error('read router closed'));
     await Promise.all(this.replicas.map((r) => r.handle.close().catch(() => undefined)));
   }
 
@@ -397,44 +408,43 @@ export class ReadRouter {
 
   // --- fences and the LISTEN proof -------------------------------------------
 
-  /** Resolves once every notification committed before this call has been heard. */
+  /**
+   * Resolves once every notification committed before this call has been heard. One
+   * fence is in flight at a time; callers arriving meanwhile share the next one, which
+   * is sent when the current one settles (after all of them arrived), like a group commit.
+   */
   private fence(): Promise<void> {
     if (!this.hub?.connected) return Promise.reject(new Error('notification listener not connected'));
     if (!this.pendingFence) {
       let resolve!: () => void;
       let reject!: (err: Error) => void;
       const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
-      const f: Fence = { id: String(++this.fenceSeq), promise, resolve, reject };
-      this.pendingFence = f;
-      // Reads arriving in this tick join; the NOTIFY is sent after all of them arrived.
-      setImmediate(() => {
-        this.pendingFence = undefined;
-        this.sendFence(f);
-      });
+      this.pendingFence = { id: String(++this.fenceSeq), promise, resolve, reject };
+      if (!this.inflightFence) setImmediate(() => this.sendFence());
     }
     return this.pendingFence.promise;
   }
 
-  private sendFence(f: Fence): void {
+  private sendFence(): void {
+    const f = this.pendingFence;
+    if (!f || this.inflightFence) return;
+    this.pendingFence = undefined;
     if (this.stopped) return f.reject(new Error('read router closed'));
-    this.fences.set(f.id, f);
-    f.timer = setTimeout(() => {
-      this.fences.delete(f.id);
-      f.reject(new Error('fence timed out'));
-    }, this.fenceTimeoutMs);
-    sql`SELECT pg_notify(${this.fenceChannel}, ${f.id})`.execute(this.primary).catch((err: Error) => {
+    this.inflightFence = f;
+    const settled = () => {
       clearTimeout(f.timer);
       this.fences.delete(f.id);
-      f.reject(err);
-    });
+      if (this.inflightFence === f) this.inflightFence = undefined;
+      if (this.pendingFence) this.sendFence();
+    };
+    f.promise.then(settled, settled);
+    this.fences.set(f.id, f);
+    f.timer = setTimeout(() => f.reject(new Error('fence timed out')), this.fenceTimeoutMs);
+    sql`SELECT pg_notify(${this.fenceChannel}, ${f.id})`.execute(this.primary).catch((err: Error) => f.reject(err));
   }
 
   private onFence(payload: string): void {
-    const f = this.fences.get(payload);
-    if (!f) return;
-    clearTimeout(f.timer);
-    this.fences.delete(payload);
-    f.resolve();
+    this.fences.get(payload)?.resolve();
   }
 
   /**
@@ -478,7 +488,7 @@ export class ReadRouter {
     r.refreshing = (async () => {
       try {
         const { rows } = await withTimeout(
-          sql<{ recovery: boolean; lsn: string | null; started: string }>`SELECT pg_is_in_recovery() AS recovery, pg_last_wal_replay_lsn()::text AS lsn, pg_postmaster_start_time()::text AS started`.execute(r.handle.db),
+          sql<{ recovery: boolean; lsn: string | null; block: number; segment: string }>`SELECT pg_is_in_recovery() AS recovery, pg_last_wal_replay_lsn()::text AS lsn, current_setting('wal_block_size')::int AS block, pg_size_bytes(current_setting('wal_segment_size'))::text AS segment`.execute(r.handle.db),
           this.probeTimeoutMs,
           `probe of replica ${r.name}`,
         );
@@ -489,8 +499,7 @@ export class ReadRouter {
           return;
         }
         // Set, not raised: after a restart the standby may be back at an earlier position.
-        r.replayLsn = parseLsn(row.lsn);
-        r.startedAt = row.started;
+        r.replayLsn = replayHorizon(parseLsn(row.lsn), row.block, BigInt(row.segment));
         r.checkedAt = Date.now();
         r.lastError = undefined;
         if (!r.up) {

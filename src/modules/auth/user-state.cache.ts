@@ -2,7 +2,7 @@
  * What every authenticated request must know about its user (token version, block,
  * role) without a database round trip each time. Entries are dropped when any
  * process changes the user (NOTIFY user_state, delivered on commit) and after a
- * lost listener connection; a short TTL bounds staleness should a message be lost.
+ * lost listener connection; a ten-minute TTL is the backstop.
  */
 import type { Db, Trx } from '../../platform/db/database.js';
 import { sql } from 'kysely';
@@ -24,7 +24,9 @@ export class UserStateCache {
 
   constructor(
     private readonly db: Db,
-    private readonly ttlMs = 30_000,
+    // Invalidation arrives by NOTIFY on commit (and a lost listener connection clears
+    // everything), so the TTL is only a backstop.
+    private readonly ttlMs = 10 * 60_000,
     private readonly maxEntries = 200_000,
   ) {}
 

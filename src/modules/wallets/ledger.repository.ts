@@ -109,7 +109,9 @@ export async function lockWalletsForTransfer(trx: Trx, fromUserId: string, toAcc
   const { rows } = await sql<{ id: string; userId: string; accountNumber: string; balance: string; margin: string }>`
     SELECT w.id, w.user_id, u.account_number, w.balance, w.margin
     FROM wallets w JOIN users u ON u.id = w.user_id
-    WHERE w.type = ${walletType} AND (w.user_id = ${fromUserId} OR u.account_number = ${toAccountNumber})
+    -- IN over a UNION, not an OR across the join: both sides stay index lookups
+    WHERE w.type = ${walletType}
+      AND w.user_id IN (SELECT ${fromUserId}::bigint UNION ALL SELECT id FROM users WHERE account_number = ${toAccountNumber})
     ORDER BY w.id
     FOR UPDATE OF w
   `.execute(trx);

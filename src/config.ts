@@ -63,6 +63,7 @@ export const EnvSchema = Type.Object({
   DB_STATEMENT_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   SHUTDOWN_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   MAX_CONNECTIONS_PER_IP: Type.Optional(Int()),
+  MAX_STREAMS_PER_USER: Type.Optional(Int('^[1-9][0-9]*$')),
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -102,6 +103,7 @@ export interface Config {
   statementTimeoutMs: number;
   shutdownTimeoutMs: number;
   maxConnectionsPerIp: number;
+  maxStreamsPerUser: number;
 }
 
 /** One instrument of SYMBOLS (strings stay exact; the trading module turns them into decimals). */
@@ -226,6 +228,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     statementTimeoutMs: num(e.DB_STATEMENT_TIMEOUT_MS, 15_000),
     shutdownTimeoutMs: num(e.SHUTDOWN_TIMEOUT_MS, 10_000),
     maxConnectionsPerIp: num(e.MAX_CONNECTIONS_PER_IP, 1000),
+    maxStreamsPerUser: num(e.MAX_STREAMS_PER_USER, 5),
   };
   return Object.freeze(config);
 }

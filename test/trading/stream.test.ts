@@ -217,7 +217,8 @@ describe('revocation', () => {
     const u = await registerUser(t.app);
     const other = await registerUser(t.app);
     const c1 = connectAs(u);
-    const c2 = connectAs(u);
+    // a second token of the same user (one stream per token)
+    const c2 = connect(`?token=${t.app.jwt.sign({ sub: u.user.id, tv: 0, role: 'user', n: 2 })}`);
     const co = connectAs(other);
     await Promise.all([c1, c2, co].map((c) => c.next((m) => m.type === 'quotes')));
     expect((await call(t.app, 'POST', '/api/v1/auth/logout', undefined, { token: u.token })).status).toBe(200);
@@ -260,5 +261,33 @@ describe('token expiry', () => {
     } finally {
       await t2.close();
     }
+  });
+});
+
+describe('stream limits', () => {
+  it('one open stream per token: a newer one replaces the older (4409)', async () => {
+    const u = await registerUser(t.app);
+    const first = connectAs(u);
+    await first.next((m) => m.type === 'quotes');
+    const second = connectAs(u);
+    await second.next((m) => m.type === 'quotes');
+    expect((await first.closed).code).toBe(4409);
+    expect(second.ws.readyState).toBe(WebSocket.OPEN);
+    second.ws.close();
+  });
+
+  it('at most MAX_STREAMS_PER_USER (5) streams per user: the sixth is refused with 4429', async () => {
+    const u = await registerUser(t.app);
+    const tokens = Array.from({ length: 6 }, (_, i) => t.app.jwt.sign({ sub: u.user.id, tv: 0, role: 'user', n: i }));
+    const clients = [];
+    for (const token of tokens.slice(0, 5)) {
+      const c = connect(`?token=${token}`);
+      await c.next((m) => m.type === 'quotes');
+      clients.push(c);
+    }
+    const sixth = connect(`?token=${tokens[5]}`);
+    expect((await sixth.closed).code).toBe(4429);
+    expect(clients.every((c) => c.ws.readyState === WebSocket.OPEN)).toBe(true);
+    for (const c of clients) c.ws.close();
   });
 });

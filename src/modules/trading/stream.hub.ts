@@ -17,6 +17,10 @@ import type { AccountEvents, MarginCallData } from './risk.engine.js';
 export const CLOSE_UNAUTHENTICATED = 4401;
 export const CLOSE_FORBIDDEN = 4403;
 export const CLOSE_GOING_AWAY = 1001;
+/** A newer stream opened with the same token took this one's place. */
+export const CLOSE_REPLACED = 4409;
+/** The user already has the most streams allowed. */
+export const CLOSE_TOO_MANY = 4429;
 
 /** A session whose socket holds more than this unsent is skipped for a push (it gets the latest later). */
 const MAX_BUFFERED = 1 << 20;
@@ -25,6 +29,8 @@ export interface Session {
   socket: WebSocket;
   userId: string;
   tokenVersion: number;
+  /** Hash of the token: one open stream per token. */
+  tokenKey: string;
   /** Subscribed symbols; undefined = all. */
   symbols: Set<string> | undefined;
   /** Sorted symbols joined, '*' for all: sessions with equal keys get equal messages. */
@@ -44,6 +50,7 @@ const HEARTBEAT_MS = 30_000;
 
 export class StreamHub implements AccountEvents {
   private readonly byUser = new Map<string, Set<Session>>();
+  private readonly byToken = new Map<string, Session>();
   private readonly sessions = new Set<Session>();
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -56,6 +63,7 @@ export class StreamHub implements AccountEvents {
     private readonly cache: UserStateCache,
     private readonly intervalMs: number,
     private readonly log: AppLogger,
+    private readonly maxPerUser = 5,
   ) {}
 
   get size(): number {
@@ -91,14 +99,25 @@ export class StreamHub implements AccountEvents {
     for (const s of [...this.sessions]) this.close(s, CLOSE_GOING_AWAY, 'server shutting down');
   }
 
-  /** Registers an authenticated session and sends its snapshot. */
-  add(socket: WebSocket, userId: string, tokenVersion: number, expiresAt: number | undefined): Session {
+  /**
+   * Registers an authenticated session and sends its snapshot. One open stream per
+   * token (a newer one replaces the older) and at most `maxPerUser` per user (more are
+   * refused with 4429); undefined when refused.
+   */
+  add(socket: WebSocket, userId: string, tokenVersion: number, expiresAt: number | undefined, tokenKey: string): Session | undefined {
+    const previous = this.byToken.get(tokenKey);
+    if (previous) this.close(previous, CLOSE_REPLACED, 'replaced by a newer stream with the same token');
+    if ((this.byUser.get(userId)?.size ?? 0) >= this.maxPerUser) {
+      socket.close(CLOSE_TOO_MANY, `at most ${this.maxPerUser} streams per user`);
+      return undefined;
+    }
     const s: Session = {
-      socket, userId, tokenVersion, symbols: undefined, subKey: '*', lastSeq: this.quotes.seq, lastPushAt: Date.now(),
+      socket, userId, tokenVersion, tokenKey, symbols: undefined, subKey: '*', lastSeq: this.quotes.seq, lastPushAt: Date.now(),
       forced: new Set(), expiry: undefined, closed: false, alive: true,
     };
     socket.on('pong', () => (s.alive = true));
     this.sessions.add(s);
+    this.byToken.set(tokenKey, s);
     let set = this.byUser.get(userId);
     if (!set) this.byUser.set(userId, (set = new Set()));
     set.add(s);
@@ -192,6 +211,7 @@ export class StreamHub implements AccountEvents {
     s.closed = true;
     if (s.expiry) clearTimeout(s.expiry);
     this.sessions.delete(s);
+    if (this.byToken.get(s.tokenKey) === s) this.byToken.delete(s.tokenKey);
     const set = this.byUser.get(s.userId);
     set?.delete(s);
     if (set?.size === 0) this.byUser.delete(s.userId);

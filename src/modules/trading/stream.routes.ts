@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
@@ -29,7 +30,9 @@ export function streamRoutes(app: FastifyInstance, hub: StreamHub, cache: UserSt
     });
     verifyToken(app, cache, streamToken(req)).then((user) => {
       if (socket.readyState !== socket.OPEN) return;
-      session = hub.add(socket, user.id, user.tokenVersion, user.exp === undefined ? undefined : user.exp * 1000);
+      const token = streamToken(req)!;
+      session = hub.add(socket, user.id, user.tokenVersion, user.exp === undefined ? undefined : user.exp * 1000, createHash('sha256').update(token).digest('base64url'));
+      if (!session) return;
       for (const m of early.splice(0)) hub.onMessage(session, m);
       // A logout or block that landed while the token was being checked found no session to close.
       void hub.recheckUser(user.id);
@@ -46,7 +49,7 @@ export function streamRoutes(app: FastifyInstance, hub: StreamHub, cache: UserSt
     schema: {
       tags: ['market'],
       summary: 'Quote stream and account events (WebSocket)',
-      description: 'Upgrade to a WebSocket. Token in ?token= or Authorization. Close codes: 4401 missing/bad/expired/revoked token, 4403 blocked. '
+      description: 'Upgrade to a WebSocket. Token in ?token= or Authorization. Close codes: 4401 missing/bad/expired/revoked token, 4403 blocked, 4409 replaced by a newer stream with the same token (one per token), 4429 too many streams for this user (MAX_STREAMS_PER_USER, default 5). '
         + 'Server messages: {type:"quotes",data:[quote]} (snapshot, then changes at most every QUOTE_PUSH_INTERVAL_MS), '
         + '{type:"order_closed",data:{order}}, {type:"margin_call",data:{walletType,marginLevel,equity,margin}}, {type:"error",data:{code,message}}. '
         + 'Client message: {type:"subscribe",symbols:[...]} replaces the set of symbols.',

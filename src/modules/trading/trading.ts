@@ -64,7 +64,7 @@ export class Trading {
     this.quotes = new QuoteBook(this.instruments);
     this.orders = new OrderService(db, deps.tx, deps.idempotency, deps.financial, deps.wallets, this.instruments, this.quotes, levels.stopOutLevel);
     this.book = new RiskBook(levels, (s) => this.instruments.get(s)?.digits);
-    this.streams = new StreamHub(this.quotes, this.instruments, deps.userCache, config.quotePushIntervalMs, log);
+    this.streams = new StreamHub(this.quotes, this.instruments, deps.userCache, config.quotePushIntervalMs, log, config.maxStreamsPerUser);
     // The engine's account events go through the market: to this process's sessions and to the others'.
     const events = { orderClosed: (u: string, o: OrderView) => this.market.orderClosed(u, o), marginCall: (u: string, m: MarginCallData) => this.market.marginCall(u, m) };
     this.engine = new RiskEngine(db, deps.tx, this.orders, this.quotes, this.book, events, log, {

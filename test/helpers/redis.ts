@@ -1,22 +1,13 @@
 /** A real redis-server of the test's own on a free loopback port, or a reason why there is none. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { freePort } from '../../src/platform/db/embedded.js';
 
 export interface TestRedis {
   url: string;
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export function redisUnavailableReason(): string | undefined {
   const r = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });

@@ -59,6 +59,15 @@ export interface CombinedDeltas {
 
 export type FreeMarginCheck = (trx: Trx, wallet: WalletChangeRow) => Promise<void>;
 
+/** The seed's `logger.financial` line of a wallet change: old and new balance. */
+function logChange(log: AppLogger, operation: string, operationId: string, userId: string, walletType: WalletType,
+  d: { balance: string; margin: string; profit: string }, row: { oldBalance: string; balance: string; postingId: string | null }, metadata: Record<string, unknown> | null) {
+  log.financial(operation, {
+    operationId, userId, walletType, amount: d.balance, margin: d.margin, profit: d.profit,
+    oldBalance: row.oldBalance, newBalance: row.balance, postingId: row.postingId, metadata,
+  });
+}
+
 const text = (v: string | Decimal | undefined) => (v === undefined ? '0' : new Decimal(v).toFixed());
 
 export class FinancialService {
@@ -118,18 +127,7 @@ export class FinancialService {
       if (context.requireWithdrawable && outflow.gt(0) && new Decimal(row.margin).gt(0) && this.freeMarginCheck) {
         await this.freeMarginCheck(trx, row);
       }
-      (context.log ?? this.log).financial(operationType, {
-        operationId: context.operationId,
-        userId,
-        walletType,
-        amount: d.balance,
-        margin: d.margin,
-        profit: d.profit,
-        oldBalance: row.oldBalance,
-        newBalance: row.balance,
-        postingId: row.postingId,
-        metadata,
-      });
+      logChange(context.log ?? this.log, operationType, context.operationId, userId, walletType, d, row, metadata);
       return row;
     };
     if (context.trx) return run(context.trx);
@@ -164,18 +162,7 @@ export class FinancialService {
       }, { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
       if (!row) throw new NotFoundError('Wallet');
       const log = context.log ?? this.log;
-      log.financial(operationType, {
-        operationId: context.operationId,
-        userId,
-        walletType,
-        amount: d.balance,
-        margin: d.margin,
-        profit: d.profit,
-        oldBalance: row.oldBalance,
-        newBalance: row.balance,
-        postingId: row.postingId,
-        metadata,
-      });
+      logChange(log, operationType, context.operationId, userId, walletType, d, row, metadata);
       if (new Decimal(row.compensation).gt(0)) {
         log.financial('negative_balance_compensation', {
           operationId: context.operationId,

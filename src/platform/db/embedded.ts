@@ -58,7 +58,8 @@ async function loadBinaries(): Promise<Binaries> {
   return bins;
 }
 
-function freePort(): Promise<number> {
+/** A free TCP port on loopback (the embedded server's default, and the tests'). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();

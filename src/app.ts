@@ -111,7 +111,10 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const auth = new AuthService(database.db, tx, financial, userCache, sign, { demoInitialBalance: config.demoInitialBalance });
   const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
   const connectionString = (database.pool.options as { connectionString?: string }).connectionString;
-  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, connectionString, tx, idempotency, financial, wallets, admin, userCache });
+  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, connectionString, tx, idempotency, financial, wallets, admin, userCache, reads });
+  // Writes outside the wallet and order services tell the read router too.
+  auth.afterWrite = (userId) => reads.noteWrite(userId);
+  admin.afterWrite = (userId) => reads.noteWrite(userId);
   const security = await registerSecurity(app, config);
   const metrics = new Metrics({ tx, idempotency, pool: database.pool, rateLimitRejections: security.rejections });
   // The referral program lives inside the deposit's and the close's own transactions.

@@ -42,6 +42,8 @@ export function toAdminUserView(u: UserRow) {
 
 export class AdminService {
   marginCheck: MarginCheck = async () => [];
+  /** Called after a committed write of a user (the read router's read-your-writes). */
+  afterWrite: (userId: string) => Promise<void> = async () => undefined;
 
   constructor(
     private readonly db: Db,
@@ -75,7 +77,10 @@ export class AdminService {
         metadata: { reason: input.reason, adminId: ctx.actorId },
       };
       return { status: 201, data: { transaction, wallet: await this.wallets.view(trx, row) } };
-    }, { operation: 'adjustment', log: ctx.log });
+    }, { operation: 'adjustment', log: ctx.log }).then(async (outcome) => {
+      if (!outcome.replayed && outcome.status < 300) await this.afterWrite(input.userId);
+      return outcome;
+    });
   }
 
   async listUsers(search: string | undefined, limit: number, cursor: string | undefined) {

@@ -54,6 +54,8 @@ export interface AuthSettings {
 }
 
 export class AuthService {
+  /** Called after a committed write of a user (the read router's read-your-writes). */
+  afterWrite: (userId: string) => Promise<void> = async () => undefined;
   constructor(
     private readonly db: Db,
     private readonly tx: TransactionService,
@@ -89,6 +91,7 @@ export class AuthService {
       }
       throw new Error('could not draw a unique account number');
     }, { operation: 'register', log });
+    await this.afterWrite(user.id);
     log.info({ userId: user.id, referrerId: user.referrerId }, 'user registered');
     return { user: toUserView(user), token: this.token(user) };
   }

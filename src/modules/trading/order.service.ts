@@ -6,6 +6,7 @@
  * same way and runs the same in-transaction hooks.
  */
 import type { Db, Trx } from '../../platform/db/database.js';
+import { ReadRouter } from '../../platform/db/read-router.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
@@ -178,7 +179,15 @@ export class OrderService {
     private readonly instruments: Instruments,
     private readonly quotes: QuoteBook,
     private readonly stopOutLevel: Decimal,
+    // Read routing (DATABASE_READ_URLS): order reads may go to replicas; writes note the user's position.
+    private readonly reads: ReadRouter = new ReadRouter({ primary: db }),
   ) {}
+
+  /** After a committed, non-replayed write of a user: later reads of theirs see it on any replica. */
+  private async noted(userId: string, outcome: IdempotentOutcome): Promise<IdempotentOutcome> {
+    if (!outcome.replayed && outcome.status < 300) await this.reads.noteWrite(userId);
+    return outcome;
+  }
 
   /** Registers a hook run inside every close's transaction (user, stop-loss, take-profit, stop-out). */
   onOrderClosed(hook: OrderClosedHook): void {
@@ -240,7 +249,7 @@ export class OrderService {
       return { status: 201, data: { order: toOrderView(order), wallet: toWalletView(row, valuation) } };
     }, { operation: 'place_order', log: ctx.log });
     if (opened && !outcome.replayed && outcome.status === 201) this.observer?.orderOpened(opened.order, opened.wallet);
-    return outcome;
+    return this.noted(ctx.userId, outcome);
   }
 
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
@@ -257,7 +266,7 @@ export class OrderService {
       return { status: 200, data: { order: toOrderView(closed.order), wallet: await this.wallets.view(trx, closed.wallet) } };
     }, { operation: 'close_order', log: ctx.log });
     if (closed && !outcome.replayed && outcome.status === 200) this.observer?.orderClosed(closed);
-    return outcome;
+    return this.noted(ctx.userId, outcome);
   }
 
   async modifyOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string, input: ModifyOrderInput): Promise<IdempotentOutcome> {
@@ -279,16 +288,16 @@ export class OrderService {
       return { status: 200, data: { order: toOrderView(updated) } };
     }, { operation: 'modify_order', log: ctx.log });
     if (modified && !outcome.replayed && outcome.status === 200) this.observer?.orderModified(modified);
-    return outcome;
+    return this.noted(ctx.userId, outcome);
   }
 
   async listOrders(userId: string, q: { limit: number; cursor?: string; status?: OrderStatus; walletType?: WalletType }) {
-    const rows = await listOrders(this.db, { userId, status: q.status, walletType: q.walletType, before: decodeCursor(q.cursor), limit: q.limit });
+    const rows = await this.reads.read(userId, (db) => listOrders(db, { userId, status: q.status, walletType: q.walletType, before: decodeCursor(q.cursor), limit: q.limit }));
     return toPage(rows, q.limit, toOrderView);
   }
 
   async getOrder(userId: string, orderId: string) {
-    const row = await findOrder(this.db, orderId, userId);
+    const row = await this.reads.read(userId, (db) => findOrder(db, orderId, userId));
     if (!row) throw new NotFoundError('Order');
     return { order: toOrderView(row) };
   }
@@ -330,7 +339,7 @@ export class OrderService {
    * closes it at that quote's price if its (possibly just modified) level is still reached.
    */
   async closeTriggered(orderId: string, reason: 'stop_loss' | 'take_profit', quote: PriceQuote, operationId: string, log: AppLogger): Promise<TriggeredClose> {
-    return this.tx.executeWithRetry<TriggeredClose>(async (trx) => {
+    const result = await this.tx.executeWithRetry<TriggeredClose>(async (trx) => {
       const order = await lockOrder(trx, orderId);
       if (!order || order.status !== 'open') return { kind: 'skipped', order };
       const level = reason === 'stop_loss' ? order.stopLoss : order.takeProfit;
@@ -338,6 +347,8 @@ export class OrderService {
       if (!reached) return { kind: 'skipped', order };
       return { kind: 'closed', closed: await this.closeLocked(trx, order, closePriceOf(order.side, quote), reason, operationId, log) };
     }, { operation: reason, log });
+    if (result.kind === 'closed') await this.reads.noteWrite(result.closed.order.userId);
+    return result;
   }
 
   /**
@@ -367,7 +378,10 @@ export class OrderService {
       log.info({ walletId, orderId, equity: formatMoney(equity), margin: wallet.margin }, 'stop-out');
       return { kind: 'closed', closed: await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'stop_out', operationId, log) };
     }, { operation: 'stop_out', log });
-    if (step.kind === 'closed') this.stopOuts++; // counted after commit, for /metrics
+    if (step.kind === 'closed') {
+      this.stopOuts++; // counted after commit, for /metrics
+      await this.reads.noteWrite(step.closed.order.userId);
+    }
     return step;
   }
 

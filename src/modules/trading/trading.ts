@@ -25,6 +25,7 @@ import { QuoteBook } from './quote.book.js';
 import { RiskBook } from './risk.book.js';
 import { RiskEngine, type MarginCallData } from './risk.engine.js';
 import { StreamHub } from './stream.hub.js';
+import type { ReadRouter } from '../../platform/db/read-router.js';
 
 export interface TradingDeps {
   config: Readonly<Config>;
@@ -39,6 +40,8 @@ export interface TradingDeps {
   wallets: WalletService;
   admin: AdminService;
   userCache: UserStateCache;
+  /** Read routing to replicas (DATABASE_READ_URLS); the primary alone without it. */
+  reads?: ReadRouter;
 }
 
 export interface TradingOptions {
@@ -62,7 +65,7 @@ export class Trading {
     const levels = { stopOutLevel: new Decimal(config.stopOutLevel), marginCallLevel: new Decimal(config.marginCallLevel) };
     this.instruments = new Instruments(config.symbols);
     this.quotes = new QuoteBook(this.instruments);
-    this.orders = new OrderService(db, deps.tx, deps.idempotency, deps.financial, deps.wallets, this.instruments, this.quotes, levels.stopOutLevel);
+    this.orders = new OrderService(db, deps.tx, deps.idempotency, deps.financial, deps.wallets, this.instruments, this.quotes, levels.stopOutLevel, deps.reads);
     this.book = new RiskBook(levels, (s) => this.instruments.get(s)?.digits);
     this.streams = new StreamHub(this.quotes, this.instruments, deps.userCache, config.quotePushIntervalMs, log, config.maxStreamsPerUser);
     // The engine's account events go through the market: to this process's sessions and to the others'.

@@ -7,7 +7,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Kysely, PostgresDialect, CamelCasePlugin, type IsolationLevel } from 'kysely';
 import pg from 'pg';
-import type { Db, Trx } from './db/database.js';
+import type { Trx } from './db/database.js';
 import type { Database } from './db/schema.js';
 import type { UserRow } from './db/schema.js';
 import { NotFoundError, ServiceUnavailableError } from './errors.js';
@@ -97,15 +97,13 @@ export class TransactionService {
 
   private readonly current = new AsyncLocalStorage<pg.PoolClient>();
   private readonly bound: Kysely<Database>;
-  private readonly db: Db;
   private readonly pool: pg.Pool;
 
   constructor(
-    database: { db: Db; pool: pg.Pool },
+    database: { pool: pg.Pool },
     private readonly settings: TransactionSettings,
     private readonly log: AppLogger,
   ) {
-    this.db = database.db;
     this.pool = database.pool;
     const current = this.current;
     // Each real client gets one stable wrapper whose release() is a no-op: the

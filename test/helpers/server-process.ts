@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../src/platform/db/embedded.js';
+import { freePort, isAlive, processCommand } from '../../src/platform/db/embedded.js';
 
 export const PROJECT_ROOT = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
@@ -26,30 +26,10 @@ export { freePort };
 // ---------------------------------------------------------------------------
 // processes
 
-/** Alive and not a zombie (an orphaned postmaster may linger as one until PID 1 reaps it). */
-export function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // "pid (comm) S ...": the state follows the last ')'.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
+/** Alive and not a zombie: the server's own check. */
+export const isProcessAlive = isAlive;
 
-export function processCommand(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-  } catch {
-    return '';
-  }
-}
+export { processCommand };
 
 /** The real, effective, saved and filesystem uids of a process (from /proc/<pid>/status). */
 export function processUids(pid: number): number[] {

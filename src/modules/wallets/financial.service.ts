@@ -10,8 +10,7 @@ import { InsufficientFundsError, NotFoundError } from '../../platform/errors.js'
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
-import { applyWalletChange, type WalletChangeRow } from './ledger.repository.js';
-import { applyWalletChangeWithCompensation, type ProtectedWalletChangeRow } from './ledger.repository.js';
+import { applyWalletChange, applyWalletChangeWithCompensation, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
 
 /** The transaction types of API.md that a single-wallet entry can carry. */
 export type OperationType =
@@ -58,6 +57,19 @@ export interface CombinedDeltas {
 }
 
 export type FreeMarginCheck = (trx: Trx, wallet: WalletChangeRow) => Promise<void>;
+
+/** The ledger entry of a wallet change: its type, house account and references. */
+function postingFor(operationType: OperationType, walletType: WalletType, context: FinancialContext, metadata: Record<string, unknown> | null): PostingInfo {
+  return {
+    type: operationType,
+    houseAccount: houseAccountFor(operationType, walletType),
+    operationId: context.operationId,
+    orderId: context.orderId,
+    counterparty: context.counterparty,
+    note: context.note,
+    metadata,
+  };
+}
 
 /** The seed's `logger.financial` line of a wallet change: old and new balance. */
 function logChange(log: AppLogger, operation: string, operationId: string, userId: string, walletType: WalletType,
@@ -111,15 +123,7 @@ export class FinancialService {
       const outflow = balanceDelta.neg().plus(new Decimal(d.margin).gt(0) ? d.margin : 0);
       // The UPDATE's condition sees the row before the change: old balance - old margin >= outflow.
       const minAvailable = context.requireWithdrawable && outflow.gt(0) ? outflow.toFixed() : undefined;
-      const row = await applyWalletChange(trx, userId, walletType, d, {
-        type: operationType,
-        houseAccount: houseAccountFor(operationType, walletType),
-        operationId: context.operationId,
-        orderId: context.orderId,
-        counterparty: context.counterparty,
-        note: context.note,
-        metadata,
-      }, minAvailable);
+      const row = await applyWalletChange(trx, userId, walletType, d, postingFor(operationType, walletType, context, metadata), minAvailable);
       if (!row) {
         if (minAvailable !== undefined) throw new InsufficientFundsError();
         throw new NotFoundError('Wallet');
@@ -151,15 +155,7 @@ export class FinancialService {
   ): Promise<ProtectedWalletChangeRow> {
     const run = async (trx: Trx) => {
       const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
-      const row = await applyWalletChangeWithCompensation(trx, userId, walletType, d, {
-        type: operationType,
-        houseAccount: houseAccountFor(operationType, walletType),
-        operationId: context.operationId,
-        orderId: context.orderId,
-        counterparty: context.counterparty,
-        note: context.note,
-        metadata,
-      }, { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
+      const row = await applyWalletChangeWithCompensation(trx, userId, walletType, d, postingFor(operationType, walletType, context, metadata), { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
       if (!row) throw new NotFoundError('Wallet');
       const log = context.log ?? this.log;
       logChange(log, operationType, context.operationId, userId, walletType, d, row, metadata);

@@ -102,6 +102,10 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const wallets = new WalletService(database.db, idempotency, financial, reads);
   const userCache = new UserStateCache(database.db);
   if (deps.hub) userCache.attach(deps.hub);
+  // Every user's state in memory before traffic: no per-user query on first requests.
+  app.addHook('onReady', async () => {
+    userCache.preload().then((n) => log.debug({ users: n }, 'user states preloaded'), (err: unknown) => log.warn({ err }, 'could not preload user states'));
+  });
   await app.register(fastifyJwt, {
     secret: deps.jwtSecret,
     sign: { algorithm: 'HS256', expiresIn: config.jwtTtl },

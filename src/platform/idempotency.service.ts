@@ -10,7 +10,8 @@ import type { Trx } from './db/database.js';
 import { pgErrorToDomain } from './db/pg-errors.js';
 import { DomainError } from './errors.js';
 import type { AppLogger } from './logger.js';
-import { literal, type TransactionOptions, type TransactionService } from './transaction.service.js';
+import type pg from 'pg';
+import { literal, type TransactionContext, type TransactionOptions, type TransactionService } from './transaction.service.js';
 
 export interface IdempotencyKey {
   userId: string;
@@ -102,6 +103,7 @@ export class IdempotencyService {
         RETURNING 1
       )
       SELECT l.ok AS locked, EXISTS (SELECT 1 FROM ins) AS inserted,
+             set_config('idempotency.claimed', CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 'on' ELSE 'off' END, true) AS claimed,
              k.request_hash, k.response_status, k.response_body
       FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${user} AND k.key = ${key} AND k.status = 'completed'`;
   }
@@ -142,34 +144,59 @@ export class IdempotencyService {
   }
 
   /**
+   * SQL that is true in a transaction whose claim took the key (a new or expired key).
+   * An operation's `first` statements carry it as a condition: they run in the claim's
+   * round trip, before the claim is judged, and must change nothing otherwise.
+   */
+  static readonly CLAIMED = `current_setting('idempotency.claimed', true) = 'on'`;
+
+  /**
    * The whole pattern in one transaction: claim the key, run the operation behind a
    * savepoint, store its response (or its business rejection), commit.
+   *
+   * Round trip 1: BEGIN, SET LOCAL, the claim, the savepoint and `options.first` (the
+   * operation's first statements, guarded by CLAIMED; their results reach `operation`).
+   * Then whatever the operation still needs. Last: the stored response and COMMIT (and
+   * for a rejection the ROLLBACK TO SAVEPOINT before it). A deposit is two round trips.
    */
   async execute(
     k: IdempotencyKey,
-    operation: (trx: Trx) => Promise<OperationResult>,
-    options: TransactionOptions & { log?: AppLogger } = {},
+    operation: (trx: Trx, first: pg.QueryResult[]) => Promise<OperationResult>,
+    options: TransactionOptions & { log?: AppLogger; first?: string } = {},
   ): Promise<IdempotentOutcome> {
-    // Round trip 1: BEGIN, SET LOCAL, the claim and the savepoint. 2..n: the operation.
-    // Last: the stored response and COMMIT.
+    const { first, ...txOptions } = options;
+    const reject = (ctx: TransactionContext, error: DomainError): IdempotentOutcome => {
+      // The rejection is stored and replayed; everything the operation wrote is undone.
+      const response = rejectionResponse(error);
+      ctx.discardQueued();
+      ctx.beforeCommit('ROLLBACK TO SAVEPOINT idempotent_operation');
+      ctx.beforeCommit(this.completeSql(k, response));
+      return { ...response, replayed: false };
+    };
     return this.tx.executeWithRetry(async (trx, ctx) => {
+      if (ctx.preludeError !== undefined) {
+        // One of `first`'s statements failed. They only act once the key is ours, so a
+        // storable rejection is stored when the claim did take the key.
+        const domain = pgErrorToDomain(ctx.preludeError);
+        if (!domain || !domain.storable) throw ctx.preludeError;
+        await sql`ROLLBACK TO SAVEPOINT idempotent_operation`.execute(trx).catch(() => { throw ctx.preludeError; });
+        const { rows } = await sql<{ claimed: boolean }>`SELECT ${sql.raw(IdempotencyService.CLAIMED)} AS claimed`.execute(trx);
+        if (!rows[0]?.claimed) throw ctx.preludeError;
+        return reject(ctx, domain);
+      }
       const existing = this.judgeClaim(ctx.prelude[0]!.rows[0] as ClaimRow, k);
       if (existing.isExisting) return { ...existing.record!, replayed: true };
       try {
-        const result = await operation(trx);
+        const result = await operation(trx, ctx.prelude.slice(2));
         const response = { status: result.status, body: JSON.stringify(result.data) };
         ctx.beforeCommit(this.completeSql(k, response));
         return { ...response, replayed: false };
       } catch (err) {
         const domain = pgErrorToDomain(err);
         if (!domain || !domain.storable) throw err;
-        // The rejection is stored and replayed; everything the operation wrote is undone.
-        await sql`ROLLBACK TO SAVEPOINT idempotent_operation`.execute(trx);
-        const response = rejectionResponse(domain);
-        ctx.beforeCommit(this.completeSql(k, response));
-        return { ...response, replayed: false };
+        return reject(ctx, domain);
       }
-    }, { ...options, prelude: `${this.claimSql(k)}; SAVEPOINT idempotent_operation` });
+    }, { ...txOptions, prelude: `${this.claimSql(k)}; SAVEPOINT idempotent_operation${first ? `; ${first}` : ''}`, tolerantPrelude: first !== undefined });
   }
 
   /** Deletes expired keys in batches; returns how many went. */

@@ -48,16 +48,41 @@ export class TransactionStats {
 export interface TransactionContext {
   /** Results of `options.prelude`, which ran in the same round trip as BEGIN. */
   prelude: pg.QueryResult[];
+  /**
+   * With `options.tolerantPrelude`: the error one of the prelude's statements raised.
+   * The statements before it ran; the transaction is aborted until the function rolls
+   * back to a savepoint the prelude took, or throws.
+   */
+  preludeError?: unknown;
   /** Queues SQL (literals already escaped) to run in the same round trip as COMMIT. */
   beforeCommit(statement: string): void;
+  /** Drops what was queued so far (the work it belonged to is being rolled back). */
+  discardQueued(): void;
+}
+
+interface Running {
+  client: pg.PoolClient;
+  queued: string[];
+}
+
+/** The transaction the current async context runs in (one per `runOnce`). */
+const running = new AsyncLocalStorage<Running>();
+
+/**
+ * Queues a statement (literals already escaped) to travel with the COMMIT of the
+ * transaction the caller runs in, saving it a round trip: for statements whose result
+ * nobody reads, such as `pg_notify` (delivered on commit anyway). Returns false, and
+ * queues nothing, outside a transaction.
+ */
+export function runBeforeCommit(statement: string): boolean {
+  const tx = running.getStore();
+  if (!tx) return false;
+  tx.queued.push(statement);
+  return true;
 }
 
 /** Quotes a value as an SQL literal (for statements sent without parameters). */
-export function literal(value: string | number | boolean | null): string {
-  if (value === null) return 'NULL';
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  return pg.escapeLiteral(value);
-}
+export { literal } from './db/inline.js';
 
 export interface TransactionOptions {
   /**
@@ -65,6 +90,8 @@ export interface TransactionOptions {
    * trip; their results reach the function as `ctx.prelude`.
    */
   prelude?: string;
+  /** A failing prelude statement reaches the function as `ctx.preludeError` instead of ending the attempt. */
+  tolerantPrelude?: boolean;
   /** For logs: what this transaction does. */
   operation?: string;
   isolationLevel?: IsolationLevel;
@@ -95,7 +122,6 @@ export class TransactionService {
   /** Called on every outcome; the metrics module hooks in here. */
   onOutcome?: (outcome: 'committed' | 'rolled_back' | 'retried' | 'deadlock' | 'exhausted') => void;
 
-  private readonly current = new AsyncLocalStorage<pg.PoolClient>();
   private readonly bound: Kysely<Database>;
   private readonly pool: pg.Pool;
 
@@ -105,13 +131,12 @@ export class TransactionService {
     private readonly log: AppLogger,
   ) {
     this.pool = database.pool;
-    const current = this.current;
     // Each real client gets one stable wrapper whose release() is a no-op: the
     // transaction, not the query, owns the client.
     const wrappers = new WeakMap<pg.PoolClient, { query: pg.PoolClient['query']; release(): void }>();
     const boundPool = {
       connect: async () => {
-        const client = current.getStore();
+        const client = running.getStore()?.client;
         if (!client) throw new Error('transaction query outside its transaction');
         let w = wrappers.get(client);
         if (!w) {
@@ -189,10 +214,19 @@ export class TransactionService {
       const begin = `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
         + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`
         + (options.prelude ? ` ${options.prelude}` : '');
-      const results = (await client.query(begin)) as unknown as pg.QueryResult[];
+      let results: pg.QueryResult[] = [];
+      let preludeError: unknown;
+      try {
+        results = (await client.query(begin)) as unknown as pg.QueryResult[];
+      } catch (err) {
+        if (!options.tolerantPrelude || !options.prelude) throw err;
+        preludeError = err;
+      }
       const queued: string[] = [];
-      const ctx: TransactionContext = { prelude: results.slice(3), beforeCommit: (st) => void queued.push(st) };
-      const result = await this.current.run(client, () => fn(this.bound as unknown as Trx, ctx));
+      const ctx: TransactionContext = {
+        prelude: results.slice(3), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
+      };
+      const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
       const done = (await client.query(`${queued.map((q) => `${q}; `).join('')}COMMIT`)) as unknown as pg.QueryResult | pg.QueryResult[];
       const last = Array.isArray(done) ? done[done.length - 1]! : done;
       // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.

@@ -92,4 +92,13 @@ describe('admin', () => {
     await expect(sql`DELETE FROM ledger_postings`.execute(t.database.db)).rejects.toMatchObject({ code: '23001' });
     await expect(sql`UPDATE wallets SET balance = -1`.execute(t.database.db)).rejects.toMatchObject({ code: '23514' });
   });
+
+  it('a posting can only name a known house account', async () => {
+    const insert = (house: string) => sql`
+      INSERT INTO ledger_postings (entry_id, book, house_account, type, amount, operation_id)
+      VALUES (nextval('journal_entry_id_seq'), 'live', ${house}, 'adjustment', '1.00', 'test-house-check')`.execute(t.database.db);
+    await expect(insert('no_such_account')).rejects.toMatchObject({ code: '23514', constraint: 'ledger_postings_house_account_known' });
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM ledger_postings WHERE operation_id = 'test-house-check'`.execute(t.database.db);
+    expect(rows[0]!.n).toBe('0');
+  });
 });

@@ -152,5 +152,5 @@ describe('two processes on one database', () => {
       expect(rec.body.data.books).toEqual({ live: { sum: '0.00' }, demo: { sum: '0.00' } });
       expect(rec.body.data.ok).toBe(true);
     }
-  });
+  }, 120_000); // ~20 s alone; the whole suite runs files in parallel on 2 cores
 });

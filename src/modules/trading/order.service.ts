@@ -7,6 +7,7 @@
  */
 import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
+import { camelRow } from '../../platform/db/inline.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
@@ -389,8 +390,17 @@ export class OrderService {
 
   /** Unrealized P&L of each wallet's open orders at current quotes (WalletService.valuation). */
   async valuation(db: Db | Trx, walletIds: string[]): Promise<Map<string, Valuation>> {
+    return this.valueOrders(await openOrdersOfWallets(db, walletIds));
+  }
+
+  /** The valuation of open orders read elsewhere (`openOrdersOfWalletSql`, raw rows). */
+  valuationOfRows(rows: Record<string, unknown>[]): Map<string, Valuation> {
+    return this.valueOrders(rows.map((r) => camelRow<OpenOrderRow>(r)));
+  }
+
+  private valueOrders(orders: OpenOrderRow[]): Map<string, Valuation> {
     const out = new Map<string, Valuation>();
-    for (const o of await openOrdersOfWallets(db, walletIds)) {
+    for (const o of orders) {
       const v = out.get(o.walletId) ?? { unrealizedPnl: ZERO, openOrders: 0 };
       v.unrealizedPnl = v.unrealizedPnl.plus(unrealized(o, this.quoteOf(o.symbol)));
       v.openOrders++;
@@ -403,8 +413,8 @@ export class OrderService {
    * FinancialService.freeMarginCheck: money leaving a wallet with open positions must
    * leave its free margin at or above 0. Also tells the risk engine the balance moved.
    */
-  async freeMarginCheck(trx: Trx, wallet: WalletChangeRow): Promise<void> {
-    const v = (await this.valuation(trx, [wallet.id])).get(wallet.id);
+  async freeMarginCheck(trx: Trx, wallet: WalletChangeRow, valuation?: Valuation): Promise<void> {
+    const v = valuation ?? (await this.valuation(trx, [wallet.id])).get(wallet.id);
     const freeMargin = new Decimal(wallet.balance).plus(v?.unrealizedPnl ?? ZERO).minus(wallet.margin);
     if (freeMargin.lt(0)) throw new InsufficientFundsError('This would leave the free margin of open positions below 0.00');
     await notifyWalletChanged(trx, wallet.id);

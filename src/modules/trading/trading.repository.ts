@@ -3,6 +3,8 @@ import { sql, type Insertable } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { CloseReason, OrderRow, OrdersTable, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
+import { inlineQuery, literal } from '../../platform/db/inline.js';
+import { runBeforeCommit } from '../../platform/transaction.service.js';
 
 // --- quotes -----------------------------------------------------------------
 
@@ -67,6 +69,15 @@ export type OpenOrderRow = Pick<OrderRow, 'id' | 'userId' | 'walletId' | 'wallet
 
 const OPEN_COLUMNS = ['id', 'userId', 'walletId', 'walletType', 'symbol', 'side', 'volume', 'contractSize', 'digits', 'openPrice', 'margin', 'stopLoss', 'takeProfit', 'openedAt'] as const;
 
+/**
+ * The open orders of the wallet `walletIdSql` (an SQL expression) names, as SQL text
+ * with values inlined, to travel in another statement's round trip.
+ */
+export function openOrdersOfWalletSql(walletIdSql: string): string {
+  return inlineQuery((db) => db.selectFrom('orders').select(OPEN_COLUMNS)
+    .where('walletId', '=', sql.raw<string>(walletIdSql)).where('status', '=', 'open'));
+}
+
 /** Open orders of some wallets, oldest first (a plain read). */
 export async function openOrdersOfWallets(db: Db | Trx, walletIds: string[]): Promise<OpenOrderRow[]> {
   if (walletIds.length === 0) return [];
@@ -123,5 +134,7 @@ export const WALLET_CHANNEL = 'trading_wallet';
 
 /** Tells the risk engine (on commit, in every process) that a wallet with positions changed outside trading. */
 export async function notifyWalletChanged(trx: Trx, walletId: string): Promise<void> {
+  // Delivered on commit either way: with the COMMIT's round trip when there is one.
+  if (runBeforeCommit(`SELECT pg_notify(${literal(WALLET_CHANNEL)}, ${literal(walletId)})`)) return;
   await sql`SELECT pg_notify(${WALLET_CHANNEL}, ${walletId})`.execute(trx);
 }

@@ -18,6 +18,7 @@ import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletService } from '../wallets/wallet.service.js';
 import { Instruments, toSymbolView } from './instruments.js';
 import { Market } from './market.js';
+import { openOrdersOfWalletSql } from './trading.repository.js';
 import { OrderService, type OrderClosedHook, type OrderView } from './order.service.js';
 import { SimulatedPriceFeed } from './price.feed.js';
 import { textDecimals } from './pricing.js';
@@ -87,7 +88,8 @@ export class Trading {
       : undefined;
 
     deps.wallets.valuation = (d, ids) => this.orders.valuation(d, ids);
-    deps.financial.freeMarginCheck = (trx, row) => this.orders.freeMarginCheck(trx, row);
+    deps.wallets.valuationQuery = { sql: openOrdersOfWalletSql, fromRows: (rows) => this.orders.valuationOfRows(rows) };
+    deps.financial.freeMarginCheck = (trx, row, valuation) => this.orders.freeMarginCheck(trx, row, valuation);
     deps.admin.marginCheck = (d) => this.orders.marginCheck(d);
     deps.userCache.listeners.push((userId) => void this.streams.recheckUser(userId));
   }

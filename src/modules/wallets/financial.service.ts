@@ -10,7 +10,9 @@ import { InsufficientFundsError, NotFoundError } from '../../platform/errors.js'
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
-import { applyWalletChange, applyWalletChangeWithCompensation, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
+import { sql } from 'kysely';
+import { applyWalletChangeWithCompensation, toWalletChangeRow, walletChangeSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
+import type { Valuation } from './wallet.service.js';
 
 /** The transaction types of API.md that a single-wallet entry can carry. */
 export type OperationType =
@@ -56,10 +58,11 @@ export interface CombinedDeltas {
   profit?: string | Decimal;
 }
 
-export type FreeMarginCheck = (trx: Trx, wallet: WalletChangeRow) => Promise<void>;
+/** `valuation`: the wallet's open positions when the caller read them already. */
+export type FreeMarginCheck = (trx: Trx, wallet: WalletChangeRow, valuation?: Valuation) => Promise<void>;
 
 /** The ledger entry of a wallet change: its type, house account and references. */
-function postingFor(operationType: OperationType, walletType: WalletType, context: FinancialContext, metadata: Record<string, unknown> | null): PostingInfo {
+function postingFor(operationType: OperationType, walletType: WalletType, context: Omit<FinancialContext, 'trx'>, metadata: Record<string, unknown> | null): PostingInfo {
   return {
     type: operationType,
     houseAccount: houseAccountFor(operationType, walletType),
@@ -116,26 +119,52 @@ export class FinancialService {
     metadata: Record<string, unknown> | null = null,
     context: FinancialContext,
   ): Promise<WalletChangeRow> {
+    const plan = this.planCombinedOperation(userId, deltas, walletType, operationType, metadata, context);
     const run = async (trx: Trx) => {
-      const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
-      const balanceDelta = new Decimal(d.balance);
-      // Money leaving (or margin reserved) must be covered by balance - margin.
-      const outflow = balanceDelta.neg().plus(new Decimal(d.margin).gt(0) ? d.margin : 0);
-      // The UPDATE's condition sees the row before the change: old balance - old margin >= outflow.
-      const minAvailable = context.requireWithdrawable && outflow.gt(0) ? outflow.toFixed() : undefined;
-      const row = await applyWalletChange(trx, userId, walletType, d, postingFor(operationType, walletType, context, metadata), minAvailable);
+      const { rows } = await sql.raw<Record<string, unknown>>(plan.statement).execute(trx);
+      // Through Kysely the row is camelCase already; toWalletChangeRow leaves it so.
+      return plan.finish(trx, rows[0]);
+    };
+    if (context.trx) return run(context.trx);
+    return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
+  }
+
+  /**
+   * performCombinedOperation in two halves, for a caller that sends the statement in a
+   * round trip of its own making (the idempotency claim's): `statement` (SQL, values
+   * inlined) changes nothing unless `guard` holds; `finish` takes its row and does the
+   * checks and the log line. `valuation` (the wallet's open positions, when the caller
+   * read them in the same round trip) spares the free-margin check its query.
+   */
+  planCombinedOperation(
+    userId: string,
+    deltas: CombinedDeltas,
+    walletType: WalletType,
+    operationType: OperationType,
+    metadata: Record<string, unknown> | null,
+    context: Omit<FinancialContext, 'trx'>,
+    guard = 'TRUE',
+  ): { statement: string; finish(trx: Trx, raw: Record<string, unknown> | undefined, valuation?: Valuation): Promise<WalletChangeRow> } {
+    const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
+    const balanceDelta = new Decimal(d.balance);
+    // Money leaving (or margin reserved) must be covered by balance - margin.
+    const outflow = balanceDelta.neg().plus(new Decimal(d.margin).gt(0) ? d.margin : 0);
+    // The UPDATE's condition sees the row before the change: old balance - old margin >= outflow.
+    const minAvailable = context.requireWithdrawable && outflow.gt(0) ? outflow.toFixed() : undefined;
+    const statement = walletChangeSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata), minAvailable, guard);
+    const finish = async (trx: Trx, raw: Record<string, unknown> | undefined, valuation?: Valuation) => {
+      const row = toWalletChangeRow(raw);
       if (!row) {
         if (minAvailable !== undefined) throw new InsufficientFundsError();
         throw new NotFoundError('Wallet');
       }
       if (context.requireWithdrawable && outflow.gt(0) && new Decimal(row.margin).gt(0) && this.freeMarginCheck) {
-        await this.freeMarginCheck(trx, row);
+        await this.freeMarginCheck(trx, row, valuation);
       }
       logChange(context.log ?? this.log, operationType, context.operationId, userId, walletType, d, row, metadata);
       return row;
     };
-    if (context.trx) return run(context.trx);
-    return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
+    return { statement, finish };
   }
 
   /**

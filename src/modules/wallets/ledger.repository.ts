@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { WalletRow, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
+import { camelRow, inlineSql } from '../../platform/db/inline.js';
 
 export interface PostingInfo {
   type: string;
@@ -44,18 +45,22 @@ export interface WalletDeltas {
  * from an unlocked read) and, when the balance moves, writes the two postings of the
  * entry (wallet and house account) in the same statement. `minAvailable` adds the
  * condition `balance - margin >= minAvailable`; no row comes back when it fails.
+ * `guard` (SQL) is one more condition: the statement changes nothing unless it holds
+ * (the idempotency claim, when the statement travels with it).
+ *
+ * Returned as SQL text with its values inlined, so it can share a round trip.
  */
-export async function applyWalletChange(
-  trx: Trx,
+export function walletChangeSql(
   userId: string,
   walletType: WalletType,
   deltas: WalletDeltas,
   posting: PostingInfo | undefined,
   minAvailable?: string,
-): Promise<WalletChangeRow | undefined> {
+  guard = 'TRUE',
+): string {
   const p = posting;
   const withPosting = p !== undefined && deltas.balance !== '0';
-  const { rows } = await sql<WalletChangeRow>`
+  return inlineSql(sql`
     WITH w AS (
       UPDATE wallets
       SET balance = balance + ${deltas.balance}::numeric,
@@ -64,6 +69,7 @@ export async function applyWalletChange(
           updated_at = now()
       WHERE user_id = ${userId} AND type = ${walletType}
         AND (${minAvailable ?? null}::numeric IS NULL OR balance - margin >= ${minAvailable ?? null}::numeric)
+        AND ${sql.raw(guard)}
       RETURNING *
     ), e AS (
       SELECT nextval('journal_entry_id_seq') AS id FROM w WHERE ${withPosting}
@@ -83,77 +89,78 @@ export async function applyWalletChange(
            (SELECT p.id FROM p WHERE p.wallet_id IS NOT NULL) AS posting_id,
            (SELECT p.created_at FROM p WHERE p.wallet_id IS NOT NULL) AS posting_created_at
     FROM w
-  `.execute(trx);
-  return rows[0];
+  `);
 }
 
-export interface TransferSide {
-  walletId: string;
+/** The row of `walletChangeSql` as node-postgres returns it (snake_case), in the app's names. */
+export function toWalletChangeRow(raw: Record<string, unknown> | undefined): WalletChangeRow | undefined {
+  return raw ? camelRow<WalletChangeRow>(raw) : undefined;
+}
+
+/** One wallet of a transfer as `transferSql` returns it. */
+export interface TransferRow {
+  id: string;
   userId: string;
   accountNumber: string;
-}
-
-export interface TransferRow {
-  walletId: string;
-  balance: string;
+  /** Before the transfer (locked). */
+  oldBalance: string;
   margin: string;
-  postingId: string;
-  createdAt: Date;
+  /** The rest: after the transfer, null when it was not applied. */
+  balance: string | null;
+  type: WalletType | null;
+  currency: string | null;
+  realizedProfit: string | null;
+  updatedAt: Date | null;
+  postingId: string | null;
+  postingCreatedAt: Date | null;
 }
 
 /**
- * Locks the wallets of a transfer in ascending id order (DESIGN.md rule 3) in one
- * statement: LockRows sits above the Sort, so rows are locked in ORDER BY order.
+ * A whole transfer in one statement, as SQL text with values inlined: both wallets
+ * locked in ascending id order (DESIGN.md rule 3; LockRows sits above the Sort), and
+ * only if the recipient exists, is not the sender and the sender's `balance - margin`
+ * covers the amount, both balances moved and both postings written. Every locked
+ * wallet comes back, so the caller can tell which condition failed. Nothing happens
+ * unless `guard` (SQL) holds.
  */
-export async function lockWalletsForTransfer(trx: Trx, fromUserId: string, toAccountNumber: string, walletType: WalletType) {
-  const { rows } = await sql<{ id: string; userId: string; accountNumber: string; balance: string; margin: string }>`
-    SELECT w.id, w.user_id, u.account_number, w.balance, w.margin
-    FROM wallets w JOIN users u ON u.id = w.user_id
-    -- IN over a UNION, not an OR across the join: both sides stay index lookups
-    WHERE w.type = ${walletType}
-      AND w.user_id IN (SELECT ${fromUserId}::bigint UNION ALL SELECT id FROM users WHERE account_number = ${toAccountNumber})
-    ORDER BY w.id
-    FOR UPDATE OF w
-  `.execute(trx);
-  return rows;
-}
-
-/** Moves `amount` between two locked wallets: both balances and both postings in one statement. */
-export async function postTransfer(
-  trx: Trx,
-  from: TransferSide,
-  to: TransferSide,
-  walletType: WalletType,
-  amount: string,
-  operationId: string,
-  note: string | null,
-): Promise<{ from: TransferRow; to: TransferRow }> {
-  const { rows } = await sql<TransferRow & { side: 'from' | 'to' }>`
-    WITH w AS (
-      UPDATE wallets SET balance = balance + CASE WHEN id = ${from.walletId} THEN -${amount}::numeric ELSE ${amount}::numeric END,
+export function transferSql(fromUserId: string, toAccountNumber: string, walletType: WalletType, amount: string, operationId: string, note: string | null, guard = 'TRUE'): string {
+  return inlineSql(sql`
+    WITH locked AS (
+      SELECT w.id, w.user_id, u.account_number, w.balance, w.margin
+      FROM wallets w JOIN users u ON u.id = w.user_id
+      -- IN over a UNION, not an OR across the join: both sides stay index lookups
+      WHERE w.type = ${walletType} AND ${sql.raw(guard)}
+        AND w.user_id IN (SELECT ${fromUserId}::bigint UNION ALL SELECT id FROM users WHERE account_number = ${toAccountNumber})
+      ORDER BY w.id
+      FOR UPDATE OF w
+    ), s AS (
+      SELECT * FROM locked WHERE user_id = ${fromUserId}::bigint
+    ), go AS (
+      SELECT 1 FROM s, locked r
+      WHERE r.user_id <> s.user_id AND s.account_number <> ${toAccountNumber} AND s.balance - s.margin >= ${amount}::numeric
+    ), w AS (
+      UPDATE wallets SET balance = balance + CASE WHEN id = (SELECT id FROM s) THEN -${amount}::numeric ELSE ${amount}::numeric END,
                          updated_at = now()
-      WHERE id IN (${from.walletId}, ${to.walletId})
-      RETURNING id, balance, margin
-    ), e AS (SELECT nextval('journal_entry_id_seq') AS id),
-    p AS (
+      WHERE id IN (SELECT id FROM locked) AND EXISTS (SELECT 1 FROM go)
+      RETURNING id, type, currency, balance, margin, realized_profit, updated_at
+    ), e AS (
+      SELECT nextval('journal_entry_id_seq') AS id FROM go
+    ), p AS (
       INSERT INTO ledger_postings (entry_id, book, wallet_id, type, amount, balance_after, operation_id, counterparty, note)
-      SELECT e.id, ${walletType}, w.id,
-             CASE WHEN w.id = ${from.walletId} THEN 'transfer_out' ELSE 'transfer_in' END,
-             CASE WHEN w.id = ${from.walletId} THEN -${amount}::numeric ELSE ${amount}::numeric END,
+      SELECT e.id, w.type, w.id,
+             CASE WHEN w.id = (SELECT id FROM s) THEN 'transfer_out' ELSE 'transfer_in' END,
+             CASE WHEN w.id = (SELECT id FROM s) THEN -${amount}::numeric ELSE ${amount}::numeric END,
              w.balance, ${operationId},
-             CASE WHEN w.id = ${from.walletId} THEN ${to.accountNumber} ELSE ${from.accountNumber} END,
+             (SELECT o.account_number FROM locked o WHERE o.id <> w.id),
              ${note}
       FROM w CROSS JOIN e
       RETURNING id, wallet_id, created_at
     )
-    SELECT w.id AS wallet_id, w.balance, w.margin, p.id AS posting_id, p.created_at,
-           CASE WHEN w.id = ${from.walletId} THEN 'from' ELSE 'to' END AS side
-    FROM w JOIN p ON p.wallet_id = w.id
-  `.execute(trx);
-  const fromRow = rows.find((r) => r.side === 'from');
-  const toRow = rows.find((r) => r.side === 'to');
-  if (!fromRow || !toRow) throw new Error('transfer did not update both wallets');
-  return { from: fromRow, to: toRow };
+    SELECT l.id, l.user_id, l.account_number, l.balance AS old_balance, w.balance, l.margin,
+           w.type, w.currency, w.realized_profit, w.updated_at, p.id AS posting_id, p.created_at AS posting_created_at
+    FROM locked l LEFT JOIN w ON w.id = l.id LEFT JOIN p ON p.wallet_id = l.id
+    ORDER BY l.id
+  `);
 }
 
 export async function findWallet(db: Db | Trx, userId: string, type: WalletType): Promise<WalletRow | undefined> {

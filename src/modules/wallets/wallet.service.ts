@@ -7,11 +7,13 @@ import { ReadRouter } from '../../platform/db/read-router.js';
 import type { PostingRow, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
-import type { IdempotencyKey, IdempotencyService, IdempotentOutcome } from '../../platform/idempotency.service.js';
+import { IdempotencyService, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
+import { camelRow, literal } from '../../platform/db/inline.js';
+import type pg from 'pg';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatMoney, ZERO } from '../../platform/money.js';
 import type { FinancialService } from './financial.service.js';
-import { findWallet, findWallets, listPostings, lockWalletsForTransfer, postTransfer, type WalletChangeRow } from './ledger.repository.js';
+import { findWallet, findWallets, listPostings, transferSql, type TransferRow, type WalletChangeRow } from './ledger.repository.js';
 
 export interface Valuation {
   /** Sum of the open orders' unrealized P&L, each rounded half-to-even to the cent. */
@@ -21,6 +23,16 @@ export interface Valuation {
 
 /** Values wallets at current quotes; the trading module provides it. */
 export type ValuationProvider = (db: Db | Trx, walletIds: string[]) => Promise<Map<string, Valuation>>;
+
+/**
+ * The same valuation in two halves, for a money operation's first round trip: `sql`
+ * selects the open orders of the wallet `walletIdSql` (an SQL expression) names,
+ * `fromRows` values the rows it returned (as node-postgres gives them).
+ */
+export interface ValuationQuery {
+  sql(walletIdSql: string): string;
+  fromRows(rows: Record<string, unknown>[]): Map<string, Valuation>;
+}
 
 export interface DepositEvent {
   userId: string;
@@ -109,6 +121,7 @@ export interface RequestContext {
 export class WalletService {
   readonly depositHooks: DepositHook[] = [];
   valuation: ValuationProvider = async () => new Map();
+  valuationQuery: ValuationQuery | undefined;
 
   constructor(
     private readonly db: Db,
@@ -152,59 +165,96 @@ export class WalletService {
     return o;
   }
 
+  /**
+   * The open positions of the user's wallet of `type` when it has margin, as a statement
+   * to send with the wallet change (it sees the change: it runs after it).
+   */
+  private positionsSql(userId: string, type: WalletType): string {
+    if (!this.valuationQuery) return 'SELECT NULL AS none WHERE FALSE';
+    return this.valuationQuery.sql(`(SELECT id FROM wallets WHERE user_id = ${literal(userId)} AND type = ${literal(type)} AND margin > 0 AND ${IdempotencyService.CLAIMED})`);
+  }
+
+  private positionsOf(result: pg.QueryResult | undefined, walletId: string): Valuation | undefined {
+    if (!this.valuationQuery || !result || result.rows.length === 0) return undefined;
+    return this.valuationQuery.fromRows(result.rows as Record<string, unknown>[]).get(walletId);
+  }
+
+  /**
+   * A single-wallet money operation in two round trips: the wallet change and the
+   * wallet's open positions travel with the idempotency claim (and change nothing
+   * unless the claim took the key); the stored response travels with COMMIT.
+   */
+  private singleWalletOperation(
+    key: IdempotencyKey, ctx: RequestContext, type: WalletType, operation: 'deposit' | 'withdrawal', amount: Decimal, metadata: Record<string, unknown> | null,
+    respond: (trx: Trx, row: WalletChangeRow, valuation: Valuation | undefined) => Promise<WalletChangeRow>,
+  ): Promise<IdempotentOutcome> {
+    const signed = operation === 'withdrawal' ? amount.neg() : amount;
+    const plan = this.financial.planCombinedOperation(ctx.userId, { balance: signed }, type, operation, metadata, {
+      operationId: ctx.operationId, log: ctx.log, requireWithdrawable: operation === 'withdrawal',
+    }, IdempotencyService.CLAIMED);
+    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx, first) => { // read routing
+      const raw = first[0]?.rows[0] as Record<string, unknown> | undefined;
+      const valuation = raw ? this.positionsOf(first[1], String(raw.id)) : undefined;
+      const row = await plan.finish(trx, raw, valuation);
+      const transaction = this.changeToTransaction(row, operation, signed.toFixed(), ctx.operationId, { metadata });
+      const latest = await respond(trx, row, valuation);
+      return { status: 201, data: { transaction, wallet: toWalletView(latest, valuation) } };
+    }, { operation, log: ctx.log, first: `${plan.statement}; ${this.positionsSql(ctx.userId, type)}` }));
+  }
+
   async deposit(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string, paymentMethod: string | undefined): Promise<IdempotentOutcome> {
-    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx) => { // read routing
-      const metadata = paymentMethod ? { paymentMethod } : null;
-      let row = await this.financial.updateWalletBalance(ctx.userId, amount, type, 'deposit', metadata, { trx, operationId: ctx.operationId, log: ctx.log });
-      const transaction = this.changeToTransaction(row, 'deposit', amount, ctx.operationId, { metadata });
+    const metadata = paymentMethod ? { paymentMethod } : null;
+    return this.singleWalletOperation(key, ctx, type, 'deposit', new Decimal(amount), metadata, async (trx, row) => {
+      let latest = row;
       for (const hook of this.depositHooks) {
         const newer = await hook(trx, { userId: ctx.userId, walletType: type, amount: new Decimal(amount), operationId: ctx.operationId, postingId: row.postingId!, log: ctx.log });
-        if (newer) row = newer;
+        if (newer) latest = newer;
       }
-      return { status: 201, data: { transaction, wallet: await this.view(trx, row) } };
-    }, { operation: 'deposit', log: ctx.log }));
+      return latest;
+    });
   }
 
   async withdraw(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string): Promise<IdempotentOutcome> {
-    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx) => { // read routing
-      const row = await this.financial.updateWalletBalance(ctx.userId, new Decimal(amount).neg(), type, 'withdrawal', null, {
-        trx, operationId: ctx.operationId, log: ctx.log, requireWithdrawable: true,
-      });
-      return { status: 201, data: { transaction: this.changeToTransaction(row, 'withdrawal', `-${amount}`, ctx.operationId, {}), wallet: await this.view(trx, row) } };
-    }, { operation: 'withdrawal', log: ctx.log }));
+    return this.singleWalletOperation(key, ctx, type, 'withdrawal', new Decimal(amount), null, async (_trx, row) => row);
   }
 
+  /**
+   * Two round trips: the whole transfer (locks in id order, checks, both balances and
+   * postings) and the sender's open positions travel with the idempotency claim; the
+   * stored response with COMMIT. Which check failed is read from the locked rows.
+   */
   async transfer(key: IdempotencyKey, ctx: RequestContext, type: WalletType, toAccountNumber: string, amount: string, note: string | undefined): Promise<IdempotentOutcome> {
-    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx) => { // read routing
-      const locked = await lockWalletsForTransfer(trx, ctx.userId, toAccountNumber, type);
+    const statement = transferSql(ctx.userId, toAccountNumber, type, amount, ctx.operationId, note ?? null, IdempotencyService.CLAIMED);
+    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx, first) => { // read routing
+      const locked = (first[0]?.rows ?? []).map((r) => camelRow<TransferRow>(r as Record<string, unknown>));
       const from = locked.find((w) => w.userId === ctx.userId);
       if (!from) throw new NotFoundError('Wallet');
       if (from.accountNumber === toAccountNumber) throw new ValidationError('Cannot transfer to your own account', [{ field: 'toAccountNumber', message: 'is your own account' }]);
       const to = locked.find((w) => w.userId !== ctx.userId);
       if (!to) throw new DomainError('RECIPIENT_NOT_FOUND', 'No account with this account number');
-      if (new Decimal(from.balance).minus(from.margin).lt(amount)) throw new InsufficientFundsError();
-      const result = await postTransfer(trx, { walletId: from.id, userId: from.userId, accountNumber: from.accountNumber }, { walletId: to.id, userId: to.userId, accountNumber: to.accountNumber }, type, amount, ctx.operationId, note ?? null);
-      if (new Decimal(result.from.margin).gt(0) && this.financial.freeMarginCheck) {
-        const sender = await findWallet(trx, ctx.userId, type);
-        await this.financial.freeMarginCheck(trx, { ...sender!, oldBalance: from.balance, postingId: result.from.postingId, postingCreatedAt: result.from.createdAt });
-      }
+      if (from.balance === null || to.balance === null) throw new InsufficientFundsError();
+      const sender: WalletChangeRow = {
+        id: from.id, userId: from.userId, type: from.type!, currency: from.currency!, balance: from.balance, margin: from.margin,
+        realizedProfit: from.realizedProfit!, updatedAt: from.updatedAt!, oldBalance: from.oldBalance, postingId: from.postingId, postingCreatedAt: from.postingCreatedAt,
+      };
+      const valuation = this.positionsOf(first[1], from.id);
+      if (new Decimal(from.margin).gt(0) && this.financial.freeMarginCheck) await this.financial.freeMarginCheck(trx, sender, valuation);
       ctx.log.financial('transfer', {
         operationId: ctx.operationId, userId: ctx.userId, walletType: type, amount, to: toAccountNumber,
-        oldBalance: from.balance, newBalance: result.from.balance, recipientOldBalance: to.balance, recipientNewBalance: result.to.balance,
+        oldBalance: from.oldBalance, newBalance: from.balance, recipientOldBalance: to.oldBalance, recipientNewBalance: to.balance,
       });
       const transaction: TransactionView = {
-        id: result.from.postingId,
+        id: from.postingId!,
         type: 'transfer_out',
         amount: formatMoney(new Decimal(amount).neg()),
-        balanceAfter: formatMoney(result.from.balance),
-        createdAt: result.from.createdAt.toISOString(),
+        balanceAfter: formatMoney(from.balance),
+        createdAt: from.postingCreatedAt!.toISOString(),
         operationId: ctx.operationId,
         counterparty: to.accountNumber,
       };
       if (note !== undefined) transaction.note = note;
-      const wallet = await findWallet(trx, ctx.userId, type);
-      return { status: 201, data: { transaction, wallet: await this.view(trx, wallet!) } };
-    }, { operation: 'transfer', log: ctx.log }));
+      return { status: 201, data: { transaction, wallet: toWalletView(sender, valuation) } };
+    }, { operation: 'transfer', log: ctx.log, first: `${statement}; ${this.positionsSql(ctx.userId, type)}` }));
   }
 
   async history(userId: string, type: WalletType, q: { limit: number; cursor?: string; type?: string; from?: string; to?: string }) {

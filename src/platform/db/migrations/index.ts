@@ -3,6 +3,7 @@ import * as m0001 from './0001_accounts_and_ledger.js';
 import * as m0003 from './0003_scheduled_jobs.js';
 import * as m0004 from './0004_trading.js';
 import * as m0005 from './0005_referrals.js';
+import * as m0006 from './0006_lighter_writes.js';
 
 /** Every migration, in order. Listed explicitly so the compiled build and the tests see the same set. */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   '0003_scheduled_jobs': m0003,
   '0004_trading': m0004,
   '0005_referrals': m0005,
+  '0006_lighter_writes': m0006,
 };

@@ -1,0 +1,84 @@
+/**
+ * Statements with their values written in as SQL literals, for the places where
+ * several statements travel in one round trip (PostgreSQL's simple query protocol
+ * takes no parameters): BEGIN with the idempotency claim and an operation's first
+ * statement, or a stored response with COMMIT. Values are escaped by node-postgres.
+ */
+import {
+  CamelCasePlugin, DummyDriver, Kysely, PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler,
+  type Compilable, type CompiledQuery, type RawBuilder,
+} from 'kysely';
+import pg from 'pg';
+import type { Database } from './schema.js';
+
+/** Quotes a value as an SQL literal. */
+export function literal(value: unknown): string {
+  if (value === null || value === undefined) return 'NULL';
+  if (typeof value === 'string') return pg.escapeLiteral(value);
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new Error(`cannot write ${value} as an SQL literal`);
+    return value < 0 ? `(${value})` : String(value);
+  }
+  if (typeof value === 'bigint') return value < 0n ? `(${value})` : value.toString();
+  if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
+  if (value instanceof Date) return pg.escapeLiteral(value.toISOString());
+  if (Array.isArray(value)) throw new Error('array values cannot be written as one SQL literal');
+  return pg.escapeLiteral(JSON.stringify(value));
+}
+
+/** Replaces `$1`, `$2`, … outside quoted text with the literals of `parameters`. */
+export function inlineParameters(text: string, parameters: readonly unknown[]): string {
+  let out = '';
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === "'" || c === '"') {
+      // A quoted literal or identifier: copied as is (a doubled quote stays inside).
+      let j = i + 1;
+      while (j < text.length && !(text[j] === c && text[j + 1] !== c)) j += text[j] === c ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j + 1;
+    } else if (c === '$' && /[0-9]/.test(text[i + 1] ?? '')) {
+      let j = i + 1;
+      while (/[0-9]/.test(text[j] ?? '')) j++;
+      const n = Number(text.slice(i + 1, j));
+      if (n < 1 || n > parameters.length) throw new Error(`no value for $${n}`);
+      out += literal(parameters[n - 1]);
+      i = j;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
+/** Compiles queries only (it has no connection): builder queries get the same camelCase mapping as the app's. */
+const compiler = new Kysely<Database>({
+  dialect: {
+    createAdapter: () => new PostgresAdapter(),
+    createDriver: () => new DummyDriver(),
+    createIntrospector: (db) => new PostgresIntrospector(db),
+    createQueryCompiler: () => new PostgresQueryCompiler(),
+  },
+  plugins: [new CamelCasePlugin()],
+});
+
+/** A query (Kysely builder or `sql` template) as one SQL text with its values inlined. */
+export function inlineQuery(query: Compilable | ((db: Kysely<Database>) => Compilable)): string {
+  const compiled: CompiledQuery = (typeof query === 'function' ? query(compiler) : query).compile();
+  return inlineParameters(compiled.sql, compiled.parameters);
+}
+
+/** An `sql` template as one SQL text with its values inlined. */
+export function inlineSql(query: RawBuilder<unknown>): string {
+  const compiled = query.compile(compiler);
+  return inlineParameters(compiled.sql, compiled.parameters);
+}
+
+/** Column names as the app sees them (node-postgres rows of raw results are snake_case). */
+export function camelRow<T>(row: Record<string, unknown>): T {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) out[k.replace(/_([a-z0-9])/g, (_, ch: string) => ch.toUpperCase())] = v;
+  return out as T;
+}

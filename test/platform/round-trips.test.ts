@@ -1,0 +1,140 @@
+/**
+ * The money paths' round trips to PostgreSQL (issue 8): counted at the driver, so a
+ * change that adds a query to a deposit or a withdrawal fails here, not only in the
+ * benchmark. And the error path of statements that travel with the idempotency claim.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { IdempotencyService } from '../../src/platform/idempotency.service.js';
+import { literal } from '../../src/platform/db/inline.js';
+import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
+import { makeAdmin, place, setQuote } from '../trading/helpers.js';
+
+let t: TestApp;
+beforeAll(async () => { t = await startTestApp(); });
+afterAll(async () => { await t.close(); });
+afterEach(() => { vi.restoreAllMocks(); });
+
+/**
+ * Runs `fn` and returns the queries sent to PostgreSQL on its behalf: those issued in
+ * its async context, not the background work (risk engine, jobs) of the same process.
+ */
+async function roundTrips(fn: () => Promise<unknown>): Promise<{ count: number; texts: string[] }> {
+  const texts: string[] = [];
+  const mine = new AsyncLocalStorage<true>();
+  const original = pg.Client.prototype.query;
+  vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...args: unknown[]) {
+    const q = args[0];
+    if (mine.getStore()) texts.push(typeof q === 'string' ? q : (q as { text?: string }).text ?? '?');
+    return (original as (...a: unknown[]) => unknown).apply(this, args);
+  } as never);
+  try {
+    await mine.run(true, fn);
+  } finally {
+    vi.restoreAllMocks();
+  }
+  return { count: texts.length, texts };
+}
+
+describe('round trips per money operation', () => {
+  it('a deposit, a withdrawal and a transfer are two round trips each (claim + change, response + COMMIT)', async () => {
+    const u = await fundedUser(t.app, '100.00');
+    await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token }); // the user's state is cached
+    const dep = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '5.00' }, { token: u.token, key: newKey() });
+      expect(r.status).toBe(201);
+      expect(r.body.data.wallet.balance).toBe('105.00');
+    });
+    expect(dep.texts).toHaveLength(2);
+    expect(dep.texts[0]).toMatch(/^BEGIN/);
+    expect(dep.texts[1]).toMatch(/COMMIT$/);
+    const wd = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '7.00' }, { token: u.token, key: newKey() });
+      expect(r.status).toBe(201);
+      expect(r.body.data.wallet.balance).toBe('98.00');
+    });
+    expect(wd.count).toBe(2);
+    const other = await registerUser(t.app);
+    const tr = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: other.user.accountNumber, amount: '3.00' }, { token: u.token, key: newKey() });
+      expect(r.status).toBe(201);
+      expect(r.body.data.wallet.balance).toBe('95.00');
+    });
+    expect(tr.count).toBe(2);
+    // A rejection too: the rollback to the savepoint travels with the stored response.
+    const no = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '1000.00' }, { token: u.token, key: newKey() });
+      expect(r.status).toBe(422);
+      expect(r.body.error.code).toBe('INSUFFICIENT_FUNDS');
+    });
+    expect(no.count).toBe(2);
+  });
+
+  it('a withdrawal from a wallet with open positions checks free margin from the same round trip and notifies with COMMIT', async () => {
+    const admin = await makeAdmin(t);
+    await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
+    const u = await fundedUser(t.app, '2000.00');
+    const o = await place(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' });
+    expect(o.status).toBe(201);
+    await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token });
+    const wd = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '10.00' }, { token: u.token, key: newKey() });
+      expect(r.status).toBe(201);
+      expect(r.body.data.wallet.marginLevel).not.toBeNull();
+    });
+    expect(wd.count).toBe(2);
+    expect(wd.texts[1]).toMatch(/pg_notify[\s\S]*COMMIT$/);
+    const too = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '1985.00' }, { token: u.token, key: newKey() });
+      expect(r.status).toBe(422);
+    });
+    expect(too.count).toBe(2);
+    expect(too.texts[1]).not.toMatch(/pg_notify/);
+    await call(t.app, 'POST', `/api/v1/orders/${o.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
+  });
+});
+
+describe('statements sent with the idempotency claim', () => {
+  const svc = () => t.services.idempotency;
+  const keyOf = (userId: string, key: string) => IdempotencyService.generateKey(userId, key, 'POST', '/test/first', 'hash-1');
+
+  it('a storable error raised by them is stored as the rejection, and replayed without running them again', async () => {
+    const u = await fundedUser(t.app, '10.00');
+    const k = keyOf(u.user.id, newKey());
+    // Drives the balance below 0: the wallet's CHECK answers INSUFFICIENT_FUNDS.
+    const first = `UPDATE wallets SET balance = balance - 11 WHERE user_id = ${literal(u.user.id)} AND type = 'live' AND ${IdempotencyService.CLAIMED}`;
+    const operation = vi.fn(async () => ({ status: 201, data: { ok: true } }));
+    const once = await svc().execute(k, operation, { first });
+    expect(once).toMatchObject({ status: 422, replayed: false });
+    expect(JSON.parse(once.body)).toMatchObject({ code: 'INSUFFICIENT_FUNDS' });
+    expect(operation).not.toHaveBeenCalled();
+    const again = await svc().execute(k, operation, { first });
+    expect(again).toMatchObject({ status: 422, replayed: true, body: once.body });
+    const { rows } = await sql<{ balance: string }>`SELECT balance FROM wallets WHERE user_id = ${u.user.id} AND type = 'live'`.execute(t.database.db);
+    expect(rows[0]!.balance).toBe('10.00');
+  });
+
+  it('they change nothing for a replayed key: the guard holds only when the claim took the key', async () => {
+    const u = await registerUser(t.app);
+    const k = keyOf(u.user.id, newKey());
+    const first = `UPDATE wallets SET balance = balance + 1 WHERE user_id = ${literal(u.user.id)} AND type = 'live' AND ${IdempotencyService.CLAIMED} RETURNING balance`;
+    const op = async (_trx: unknown, results: pg.QueryResult[]) => ({ status: 201, data: { balance: results[0]!.rows[0]!.balance as string } });
+    const a = await svc().execute(k, op, { first });
+    const b = await svc().execute(k, op, { first });
+    expect(a).toMatchObject({ status: 201, replayed: false, body: '{"balance":"1.00"}' });
+    expect(b).toMatchObject({ status: 201, replayed: true, body: '{"balance":"1.00"}' });
+    const { rows } = await sql<{ balance: string }>`SELECT balance FROM wallets WHERE user_id = ${u.user.id} AND type = 'live'`.execute(t.database.db);
+    expect(rows[0]!.balance).toBe('1.00');
+  });
+
+  it('a non-storable error rolls everything back, the key included', async () => {
+    const u = await registerUser(t.app);
+    const k = keyOf(u.user.id, newKey());
+    await expect(svc().execute(k, async () => ({ status: 201, data: {} }), { first: `SELECT 1 / (CASE WHEN ${IdempotencyService.CLAIMED} THEN 0 ELSE 1 END)` }))
+      .rejects.toMatchObject({ code: '22012' });
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM idempotency_keys WHERE user_id = ${u.user.id} AND key = ${k.key}`.execute(t.database.db);
+    expect(rows[0]!.n).toBe('0');
+  });
+});

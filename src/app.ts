@@ -14,6 +14,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Config } from './config.js';
 import type { DatabaseHandle } from './platform/db/database.js';
 import type { NotificationHub } from './platform/db/notifications.js';
+import { RedisPubSub } from './platform/pubsub.js';
 import { ReadRouter } from './platform/db/read-router.js';
 import { DomainError, NotFoundError, ValidationError } from './platform/errors.js';
 import { errorHandler, sendError } from './platform/http/envelope.js';
@@ -115,7 +116,14 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const auth = new AuthService(database.db, tx, financial, userCache, sign, { demoInitialBalance: config.demoInitialBalance });
   const admin = new AdminService(database.db, tx, idempotency, financial, wallets, userCache);
   const connectionString = (database.pool.options as { connectionString?: string }).connectionString;
-  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, connectionString, tx, idempotency, financial, wallets, admin, userCache, reads });
+  // Quotes and account events between processes: Redis pub/sub with REDIS_URL, else the hub's
+  // NOTIFY. Stopped after trading (onClose hooks run last-added first).
+  const broadcast = deps.hub && config.redisUrl ? new RedisPubSub(config.redisUrl, log) : undefined;
+  if (broadcast) {
+    await broadcast.start();
+    app.addHook('onClose', async () => broadcast.stop());
+  }
+  const trading = createTrading({ config, db: database.db, log, hub: deps.hub, broadcast, connectionString, tx, idempotency, financial, wallets, admin, userCache, reads });
   // Writes outside the wallet and order services tell the read router too.
   auth.afterWrite = (userId) => reads.noteWrite(userId);
   admin.afterWrite = (userId) => reads.noteWrite(userId);

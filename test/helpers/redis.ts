@@ -5,6 +5,9 @@ import { freePort } from '../../src/platform/db/embedded.js';
 
 export interface TestRedis {
   url: string;
+  port: number;
+  /** Stops the server, runs `whileDown`, and starts a new, empty one on the same port (every client connection drops). */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -14,8 +17,7 @@ export function redisUnavailableReason(): string | undefined {
   return r.error ? 'redis-server is not installed (Debian package redis-server; .ci/run installs it)' : undefined;
 }
 
-export async function startRedis(): Promise<TestRedis> {
-  const port = await freePort();
+async function spawnRedis(port: number): Promise<ChildProcess> {
   const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -24,14 +26,37 @@ export async function startRedis(): Promise<TestRedis> {
       sock.on('error', () => resolve(false));
     });
     if (ok) break;
-    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error('redis-server did not start');
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
+  return child;
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  const port = await freePort();
+  let child = await spawnRedis(port);
   return {
     url: `redis://127.0.0.1:${port}`,
-    stop: () => new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    }),
+    port,
+    restart: async (whileDown) => {
+      await stopChild(child);
+      try {
+        await whileDown?.();
+      } finally {
+        child = await spawnRedis(port);
+      }
+    },
+    stop: () => stopChild(child),
   };
 }

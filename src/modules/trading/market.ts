@@ -4,14 +4,35 @@
  * Exactly one process — the market leader, elected with a PostgreSQL advisory lock
  * (leadership.ts) — runs the simulated feed and the risk engine's automatic
  * processing (stop-loss, take-profit, stop-out, margin calls). Everything else reaches
- * the other processes through LISTEN/NOTIFY (the NotificationHub):
+ * the other processes through two transports (../../platform/pubsub.ts):
  *
- * - `market_quotes`: every quote the leader applies (a small JSON batch per tick, split
- *   under PostgreSQL's 8000-byte payload limit). Admin quotes are notified inside their
- *   own transaction, so they reach the others on commit. Each follower sets its
- *   QuoteBook from them; the leader applied them already.
+ * The broadcast — Redis pub/sub when REDIS_URL is set, else LISTEN/NOTIFY — carries the
+ * high-volume messages whose only order is their own:
+ *
+ * - `market_quotes`: every quote the leader applies (a small JSON batch per tick; over
+ *   NOTIFY split under PostgreSQL's 8000-byte payload limit, over Redis one message).
+ *   Each follower sets its QuoteBook from them; the leader applied them already. With
+ *   NOTIFY an admin quote is notified inside its own transaction (delivered on commit);
+ *   with Redis it is published right after its commit, before its triggered closes and
+ *   its answer, and a forwarded one's reply carries the quote as well.
  * - `market_events`: account events (order_closed, margin_call) for a user; every
  *   process hands them to its own WebSocket sessions of that user.
+ * - `market_resync`: see below.
+ *
+ * After the broadcast's connection came back, messages may have been missed: a
+ * follower reloads the stored quotes, and every process re-sends each of its WebSocket
+ * sessions a snapshot, as on connect (StreamHub.resync), so a client that missed an
+ * order_closed or margin_call knows to look at its account again. A process whose
+ * publishing failed while its connection was away also asks every other process, once
+ * it is back, to do the same (`market_resync`): their subscribers may never have lost
+ * their connection, yet missed what it could not publish.
+ *
+ * LISTEN/NOTIFY (the NotificationHub) always carries the messages that must be ordered
+ * with a transaction's commit — pg_notify inside a transaction is delivered exactly
+ * when it commits, after every commit before it, and never when it rolls back; Redis
+ * cannot promise any of that (a publish after commit can be lost to a crash, one before
+ * commit can overtake the commit):
+ *
  * - `market_orders`: an order opened, closed or modified by a user, notified inside its
  *   transaction (so delivered on commit, before the answer, and before any later
  *   forwarded admin quote); the leader re-reads that wallet's balance and open orders
@@ -29,11 +50,14 @@
  *
  * A process without a NotificationHub (or without a connection string) has nobody to
  * share with: it is the leader, with no election, as a single process always was.
+ * (The user_state cache invalidation stays on NOTIFY as well, for the same reason:
+ * a revocation must reach every cache on its commit.)
  */
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { NotificationHub } from '../../platform/db/notifications.js';
+import type { PubSub } from '../../platform/pubsub.js';
 import { DomainError, ServiceUnavailableError, type ErrorCode } from '../../platform/errors.js';
 import { withHelpers, type AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
@@ -43,7 +67,7 @@ import { toOrderView, type ClosedOrder, type OrderView, type TradingObserver } f
 import type { OrderRow } from '../../platform/db/schema.js';
 import type { WalletChangeRow } from '../wallets/ledger.repository.js';
 import type { QuoteBook, QuoteView } from './quote.book.js';
-import type { AccountEvents, MarginCallData, QuoteInput, RiskEngine } from './risk.engine.js';
+import type { AccountEvents, MarginCallData, QuoteInput, QuoteRow, RiskEngine } from './risk.engine.js';
 import type { StreamHub } from './stream.hub.js';
 
 export const CHANNELS = {
@@ -53,6 +77,7 @@ export const CHANNELS = {
   requests: 'market_requests',
   replies: 'market_replies',
   barrier: 'market_barrier',
+  resync: 'market_resync',
 } as const;
 
 /** PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay well below. */
@@ -70,6 +95,8 @@ type ReplyMessage = { to: string; id: string } & ({ ok: true; quote: QuoteView; 
 export interface MarketDeps {
   db: Db;
   hub: NotificationHub | undefined;
+  /** Quotes and account events (Redis pub/sub with REDIS_URL); the hub when undefined. */
+  broadcast?: PubSub | undefined;
   connectionString: string | undefined;
   instruments: Instruments;
   quotes: QuoteBook;
@@ -82,8 +109,8 @@ export interface MarketDeps {
   unlead(): Promise<void>;
 }
 
-/** Splits quote rows into NOTIFY payloads under the limit (normally one). */
-export function quotePayloads(origin: string, time: Date, rows: { symbol: string; bid: string; ask: string }[]): string[] {
+/** Splits quote rows into payloads under the limit (NOTIFY's; normally one, and always one without a limit). */
+export function quotePayloads(origin: string, time: Date, rows: { symbol: string; bid: string; ask: string }[], limit = MAX_PAYLOAD): string[] {
   const out: string[] = [];
   const t = time.toISOString();
   let batch: [string, string, string][] = [];
@@ -92,7 +119,7 @@ export function quotePayloads(origin: string, time: Date, rows: { symbol: string
   for (const r of rows) {
     const item: [string, string, string] = [r.symbol, r.bid, r.ask];
     const len = JSON.stringify(item).length + 1;
-    if (batch.length > 0 && base + size + len > MAX_PAYLOAD) {
+    if (batch.length > 0 && base + size + len > limit) {
       out.push(JSON.stringify({ o: origin, t, q: batch } satisfies QuotesMessage));
       batch = [];
       size = 0;
@@ -108,29 +135,60 @@ export class Market implements AccountEvents {
   /** This process, in messages (its own are skipped where it already acted). */
   readonly origin = `${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly leadership: Leadership | undefined;
+  /** Quotes and account events between processes (undefined: a single process). */
+  private readonly broadcast: PubSub | undefined;
   private soleLeader = false;
   private readonly waiting = new Map<string, { resolve: (r: ReplyMessage) => void; timer: NodeJS.Timeout }>();
   private readonly barriers = new Map<string, () => void>();
   private nextRequest = 0;
+  /** A publish on the broadcast failed: the others are asked to resynchronise once it is back. */
+  private publishFailed = false;
 
   constructor(private readonly d: MarketDeps) {
     const shared = d.hub !== undefined && d.connectionString !== undefined;
+    this.broadcast = shared ? d.broadcast ?? d.hub : undefined;
     if (shared) {
       this.leadership = new Leadership(d.connectionString!, 'trading:market', {
         acquire: () => d.lead(),
         release: () => d.unlead(),
       }, d.log);
-      this.listen(d.hub!);
+      this.listen(d.hub!, this.broadcast!);
     }
-    d.engine.publishQuotes = shared ? (db, rows) => this.publishQuotes(db, rows) : undefined;
+    d.engine.onQuotesApplied = () => d.streams.quotesChanged();
+    const broadcast = this.broadcast;
+    d.engine.fanout = broadcast
+      ? {
+        // NOTIFY: an admin quote inside its transaction, so it is delivered on commit.
+        inTransaction: async (trx, rows) => {
+          if (broadcast.kind === 'notify') for (const p of quotePayloads(this.origin, rows[0]!.time, rows)) await this.notify(trx, CHANNELS.quotes, p);
+        },
+        publish: async (rows, admin) => {
+          if (admin && broadcast.kind === 'notify') return; // sent in its transaction
+          const limit = broadcast.kind === 'notify' ? MAX_PAYLOAD : Infinity;
+          try {
+            // Sent at once, in order, on the one connection: a later call cannot interleave.
+            await Promise.all(quotePayloads(this.origin, rows[0]!.time, rows, limit).map((p) => broadcast.publish(CHANNELS.quotes, p)));
+          } catch (err) {
+            this.publishFailed = true;
+            throw err;
+          }
+        },
+      }
+      : undefined;
   }
 
   get isLeader(): boolean {
     return this.leadership ? this.leadership.isLeader : this.soleLeader;
   }
 
+  /** For /health: leadership, and the broadcast transport of quotes and events (`notify` or `redis`). */
   status() {
-    return { leader: this.isLeader, shared: this.leadership !== undefined, terms: this.leadership?.terms ?? (this.soleLeader ? 1 : 0) };
+    return {
+      leader: this.isLeader,
+      shared: this.leadership !== undefined,
+      terms: this.leadership?.terms ?? (this.soleLeader ? 1 : 0),
+      ...(this.broadcast ? { transport: { kind: this.broadcast.kind, connected: this.broadcast.connected } } : {}),
+    };
   }
 
   /** Elects (one attempt, synchronously: a single process leads when this resolves), then keeps trying. */
@@ -164,26 +222,24 @@ export class Market implements AccountEvents {
     await sql`SELECT pg_notify(${channel}, ${payload})`.execute(db);
   }
 
-  private notifyLater(channel: string, payload: string): void {
-    if (!this.leadership) return;
-    this.notify(this.d.db, channel, payload).catch((err: unknown) => this.d.log.warn({ err, channel }, 'could not publish'));
-  }
-
-  private async publishQuotes(db: Db | Trx, rows: { symbol: string; bid: string; ask: string; time: Date }[]): Promise<void> {
-    if (rows.length === 0) return;
-    for (const p of quotePayloads(this.origin, rows[0]!.time, rows)) await this.notify(db, CHANNELS.quotes, p);
+  /** An account event for the other processes: after commit, on the broadcast (lost ones are covered by the resync). */
+  private publishLater(channel: string, payload: string): void {
+    this.broadcast?.publish(channel, payload).catch((err: unknown) => {
+      this.publishFailed = true;
+      this.d.log.warn({ err, channel }, 'could not publish');
+    });
   }
 
   // AccountEvents: the engine's events (and a follower's own closes) go to this
-  // process's sessions now, and to every other process's through NOTIFY.
+  // process's sessions now, and to every other process's through the broadcast.
   orderClosed(userId: string, order: OrderView): void {
     this.d.streams.orderClosed(userId, order);
-    this.notifyLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'order_closed', d: order } satisfies EventMessage));
+    this.publishLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'order_closed', d: order } satisfies EventMessage));
   }
 
   marginCall(userId: string, data: MarginCallData): void {
     this.d.streams.marginCall(userId, data);
-    this.notifyLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'margin_call', d: data } satisfies EventMessage));
+    this.publishLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'margin_call', d: data } satisfies EventMessage));
   }
 
   /** Inside a user's order transaction: the notice for the leader (see `market_orders`). */
@@ -246,14 +302,36 @@ export class Market implements AccountEvents {
         reject(err);
       });
     });
-    if (reply.ok) return { quote: reply.quote, triggered: reply.triggered };
+    if (reply.ok) {
+      // Over Redis the quote itself may arrive after the reply (another transport): the
+      // answer must not precede this process's own book.
+      this.applyQuote(reply.quote.symbol, reply.quote.bid, reply.quote.ask, new Date(reply.quote.time), true);
+      this.d.streams.quotesChanged();
+      return { quote: reply.quote, triggered: reply.triggered };
+    }
     if (reply.code === 'SERVICE_UNAVAILABLE') throw new ServiceUnavailableError(reply.message);
     throw new DomainError(reply.code as ErrorCode, reply.message);
   }
 
   // --- receiving ----------------------------------------------------------------------
 
-  private listen(hub: NotificationHub): void {
+  /**
+   * A quote from another process. Skipped when the book has this very quote already
+   * (a forwarded admin quote's reply set it) or, for `onlyIfNewer`, a later one.
+   */
+  private applyQuote(symbol: string, bid: string, ask: string, time: Date, onlyIfNewer: boolean): void {
+    if (!this.d.instruments.has(symbol)) return;
+    const b = new Decimal(bid);
+    const a = new Decimal(ask);
+    const cur = this.d.quotes.get(symbol);
+    if (cur) {
+      if (onlyIfNewer && cur.time.getTime() > time.getTime()) return;
+      if (cur.time.getTime() === time.getTime() && cur.bid.eq(b) && cur.ask.eq(a)) return;
+    }
+    this.d.quotes.set(symbol, b, a, time);
+  }
+
+  private listen(hub: NotificationHub, broadcast: PubSub): void {
     const parse = <T>(channel: string, payload: string): T | undefined => {
       try {
         return JSON.parse(payload) as T;
@@ -262,15 +340,14 @@ export class Market implements AccountEvents {
         return undefined;
       }
     };
-    hub.on(CHANNELS.quotes, (p) => {
+    broadcast.on(CHANNELS.quotes, (p) => {
       const m = parse<QuotesMessage>(CHANNELS.quotes, p);
       if (!m || m.o === this.origin) return;
       const time = new Date(m.t);
-      for (const [symbol, bid, ask] of m.q) {
-        if (this.d.instruments.has(symbol)) this.d.quotes.set(symbol, new Decimal(bid), new Decimal(ask), time);
-      }
+      for (const [symbol, bid, ask] of m.q) this.applyQuote(symbol, bid, ask, time, false);
+      this.d.streams.quotesChanged();
     });
-    hub.on(CHANNELS.events, (p) => {
+    broadcast.on(CHANNELS.events, (p) => {
       const m = parse<EventMessage>(CHANNELS.events, p);
       if (!m || m.o === this.origin) return;
       if (m.k === 'order_closed') this.d.streams.orderClosed(m.u, m.d);
@@ -298,10 +375,25 @@ export class Market implements AccountEvents {
       this.waiting.delete(m.id);
       w.resolve(m);
     });
-    // Quotes may have been missed while the listener was away: take the stored ones.
-    hub.onReconnect(() => {
-      if (!this.isLeader) void this.d.quotes.load(this.d.db).catch(() => undefined);
+    // Quotes and account events may have been missed while the broadcast was away: once
+    // it is back, a follower takes the stored quotes, and every session gets a snapshot.
+    broadcast.onReconnect(() => {
+      if (!broadcast.connected) return; // lost: nothing to resynchronise with yet
+      void this.resync();
+      if (this.publishFailed) {
+        this.publishFailed = false;
+        broadcast.publish(CHANNELS.resync, this.origin).catch(() => (this.publishFailed = true));
+      }
     });
+    broadcast.on(CHANNELS.resync, (origin) => {
+      if (origin !== this.origin) void this.resync();
+    });
+  }
+
+  /** Quotes (a follower's, from the database) and every stream session brought up to date. */
+  private async resync(): Promise<void> {
+    if (!this.isLeader) await this.d.quotes.load(this.d.db).catch((err: unknown) => this.d.log.warn({ err }, 'could not reload quotes'));
+    this.d.streams.resync();
   }
 
   private async serveRequest(m: RequestMessage): Promise<void> {

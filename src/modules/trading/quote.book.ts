@@ -1,8 +1,8 @@
 /**
  * The current quote of each symbol, in memory: what orders open and close at, what
  * wallets are valued at, what the stream pushes. Only the risk engine changes it (it
- * applies each new quote, persisted first, then runs the triggers), so every reader
- * sees quotes in the order they were applied.
+ * applies each new quote, then runs the triggers; feed quotes are persisted after, admin
+ * quotes before), so every reader sees quotes in the order they were applied.
  */
 import type { Db } from '../../platform/db/database.js';
 import { Decimal, formatFixed } from '../../platform/money.js';

@@ -38,6 +38,22 @@ export interface AccountEvents {
   marginCall(userId: string, data: MarginCallData): void;
 }
 
+/** A quote as stored and as sent to the other processes. */
+export interface QuoteRow {
+  symbol: string;
+  bid: string;
+  ask: string;
+  time: Date;
+}
+
+/** Where applied quotes go for the other processes (market.ts). */
+export interface QuoteFanout {
+  /** Inside an admin quote's transaction (a NOTIFY there is delivered on its commit). */
+  inTransaction(trx: Trx, rows: QuoteRow[]): Promise<void>;
+  /** Once applied (feed) or committed (admin: `admin` is true). Calls are sent in order. */
+  publish(rows: QuoteRow[], admin: boolean): Promise<void>;
+}
+
 export interface QuoteInput {
   symbol: string;
   bid: Decimal;
@@ -100,11 +116,15 @@ export class RiskEngine implements TradingObserver {
   private started = false;
   private stopping = false;
   private hubAttached = false;
-  /**
-   * Fan-out of every applied quote to the other processes (NOTIFY): called inside an
-   * admin quote's transaction (delivered on its commit), beside the store of a feed quote.
-   */
-  publishQuotes: ((db: Db | Trx, rows: { symbol: string; bid: string; ask: string; time: Date }[]) => Promise<void>) | undefined;
+  /** Called once a quote task's quotes are applied (the streams push them). */
+  onQuotesApplied: (() => void) | undefined;
+  /** Fan-out of every applied quote to the other processes (undefined: a single process). */
+  fanout: QuoteFanout | undefined;
+  /** The last quote publish sent (they complete in order: one connection). */
+  private publishing: Promise<void> = Promise.resolve();
+  /** Feed quotes waiting to be stored, latest per symbol, and the store in progress. */
+  private readonly unstored = new Map<string, QuoteRow>();
+  private storing: Promise<void> | undefined;
 
   constructor(
     private readonly db: Db,
@@ -161,6 +181,7 @@ export class RiskEngine implements TradingObserver {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.resyncTimer = undefined;
     while (this.running) await this.running;
+    await this.flushQuotes();
     this.started = false;
   }
 
@@ -287,26 +308,33 @@ export class RiskEngine implements TradingObserver {
     }
   }
 
+  /**
+   * Applies quotes. A feed quote is applied and published first and stored afterwards,
+   * in the background (the latest per symbol, one store at a time): its age when it
+   * reaches the streams must not include waiting for a pool connection, and a feed quote
+   * that cannot be stored still moves the price (the next one is stored). An admin quote
+   * is stored with its audit row first (its answer promises both), then applied.
+   */
   private async runQuotes(t: Extract<Task, { kind: 'quotes' }>): Promise<void> {
     const time = new Date();
     const list = [...t.quotes.values()];
-    const rows = list.map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed(), time }));
+    const rows: QuoteRow[] = list.map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed(), time }));
     const operationId = t.audit?.operationId ?? randomUUID();
     const log = t.audit?.log ?? this.log;
     if (t.audit) {
       const audit = t.audit;
       const view = this.quotes.view({ ...list[0]!, time, seq: 0 });
+      // Earlier feed quotes stored and sent first: an older quote must not overwrite this one.
+      await this.flushQuotes();
       await this.tx.executeWithRetry(async (trx) => {
         await upsertQuotes(trx, rows);
-        await this.publishQuotes?.(trx, rows);
+        await this.fanout?.inTransaction(trx, rows);
         await insertAudit(trx, { actorId: audit.actorId, action: 'quote', targetUserId: null, operationId, details: { symbol: view.symbol, bid: view.bid, ask: view.ask } });
       }, { operation: 'admin_quote', log });
+      this.publish(rows, true);
     } else {
-      // A feed quote that cannot be stored still moves the price; the next one is stored.
-      await Promise.all([
-        upsertQuotes(this.db, rows).catch((err: unknown) => this.log.warn({ err }, 'could not store feed quotes')),
-        this.publishQuotes?.(this.db, rows).catch((err: unknown) => this.log.warn({ err }, 'could not publish feed quotes')),
-      ]);
+      this.publish(rows, false);
+      this.storeLater(rows);
     }
     const applied: Quote[] = [];
     const effects: QuoteEffects = { triggered: [], wallets: [] };
@@ -316,9 +344,34 @@ export class RiskEngine implements TradingObserver {
       effects.triggered.push(...e.triggered);
       effects.wallets.push(...e.wallets);
     }
+    this.onQuotesApplied?.();
     const triggered = await this.process(effects, operationId, log);
     if (triggered > 0) log.info({ triggered, symbols: list.map((q) => q.symbol) }, 'quote triggered closes');
     t.resolve?.({ quotes: applied, triggered });
+  }
+
+  private publish(rows: QuoteRow[], admin: boolean): void {
+    if (!this.fanout) return;
+    this.publishing = this.fanout.publish(rows, admin).catch((err: unknown) => this.log.warn({ err }, 'could not publish quotes'));
+  }
+
+  private storeLater(rows: QuoteRow[]): void {
+    for (const r of rows) this.unstored.set(r.symbol, r);
+    if (this.storing) return;
+    this.storing = (async () => {
+      while (this.unstored.size > 0) {
+        const batch = [...this.unstored.values()];
+        this.unstored.clear();
+        await upsertQuotes(this.db, batch).catch((err: unknown) => this.log.warn({ err }, 'could not store feed quotes'));
+      }
+      this.storing = undefined;
+    })();
+  }
+
+  /** Waits until every feed quote applied so far is stored and published. */
+  private async flushQuotes(): Promise<void> {
+    while (this.storing) await this.storing;
+    await this.publishing;
   }
 
   /** Closes what a quote triggered, then evaluates the wallets it moved. Returns the closes. */

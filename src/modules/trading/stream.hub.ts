@@ -1,7 +1,10 @@
 /**
  * The WebSocket sessions of GET /api/v1/stream. Quotes are conflated: each session gets
  * a snapshot on connect, then at most every QUOTE_PUSH_INTERVAL_MS the latest quote of
- * each subscribed symbol that changed since its last message. Sessions that would get
+ * each subscribed symbol that changed since its last message. A new quote is pushed at
+ * once to every session whose interval has passed (quotesChanged), not at the next
+ * tick: a quote's age on arrival is then the engine's and the network's, not the
+ * timer's; the tick only serves sessions that were not due yet when it came. Sessions that would get
  * the same bytes share one serialization (all subscribed to the same set and last
  * served at the same quote sequence), so 33,000 sessions cost a few JSON.stringify
  * calls per push, not 33,000. Account events go only to the sessions of their user.
@@ -53,9 +56,10 @@ export class StreamHub implements AccountEvents {
   private readonly byToken = new Map<string, Session>();
   private readonly sessions = new Set<Session>();
   private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   /** Messages sent, for tests and metrics. */
-  readonly stats = { connected: 0, pushes: 0, events: 0 };
+  readonly stats = { connected: 0, pushes: 0, events: 0, resyncs: 0 };
 
   constructor(
     private readonly quotes: QuoteBook,
@@ -71,8 +75,9 @@ export class StreamHub implements AccountEvents {
   }
 
   start(): void {
-    // Ticks four times per interval; each session is served at most once per interval.
-    const tick = Math.max(5, Math.floor(this.intervalMs / 4));
+    // Serves sessions that were not due when a quote came: at most 50 ms after they are.
+    // Each session is still served at most once per interval.
+    const tick = Math.max(5, Math.min(50, Math.floor(this.intervalMs / 4)));
     this.timer = setInterval(() => this.push(), tick);
     this.timer.unref();
     // A peer gone without a FIN would hold its session for ever: ping, and drop who did not answer.
@@ -94,7 +99,9 @@ export class StreamHub implements AccountEvents {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.immediate) clearImmediate(this.immediate);
     this.timer = undefined;
+    this.immediate = undefined;
     this.heartbeat = undefined;
     for (const s of [...this.sessions]) this.close(s, CLOSE_GOING_AWAY, 'server shutting down');
   }
@@ -222,7 +229,46 @@ export class StreamHub implements AccountEvents {
     s.socket.send(text);
   }
 
+  // --- resynchronisation -------------------------------------------------------------
+
+  /**
+   * Sends every session a snapshot, as on connect: the latest quote of each subscribed
+   * symbol (all by default). Called when this process's fan-out connection came back
+   * after a loss: account events (order_closed, margin_call) published meanwhile never
+   * reached it, so its sessions are told the current state and their clients re-read
+   * their account. Sessions with the same subscription share one serialization.
+   */
+  resync(): void {
+    const seq = this.quotes.seq;
+    const now = Date.now();
+    const all = this.quotes.list();
+    const texts = new Map<string, string>();
+    for (const s of this.sessions) {
+      let text = texts.get(s.subKey);
+      if (text === undefined) {
+        const items = s.symbols === undefined ? all : all.filter((q) => s.symbols!.has(q.symbol));
+        text = JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) });
+        texts.set(s.subKey, text);
+      }
+      s.lastSeq = seq;
+      s.forced.clear();
+      s.lastPushAt = now;
+      this.send(s, text);
+    }
+    this.stats.resyncs++;
+    this.log.info({ sessions: this.sessions.size }, 'stream sessions resynchronised');
+  }
+
   // --- conflated quote pushes -------------------------------------------------------
+
+  /** New quotes were applied: push to the sessions that are due, once the current batch is in. */
+  quotesChanged(): void {
+    if (!this.timer || this.immediate) return;
+    this.immediate = setImmediate(() => {
+      this.immediate = undefined;
+      this.push();
+    });
+  }
 
   private push(): void {
     const seq = this.quotes.seq;

@@ -50,7 +50,9 @@ export function streamRoutes(app: FastifyInstance, hub: StreamHub, cache: UserSt
       tags: ['market'],
       summary: 'Quote stream and account events (WebSocket)',
       description: 'Upgrade to a WebSocket. Token in ?token= or Authorization. Close codes: 4401 missing/bad/expired/revoked token, 4403 blocked, 4409 replaced by a newer stream with the same token (one per token), 4429 too many streams for this user (MAX_STREAMS_PER_USER, default 5). '
-        + 'Server messages: {type:"quotes",data:[quote]} (snapshot, then changes at most every QUOTE_PUSH_INTERVAL_MS), '
+        + 'Server messages: {type:"quotes",data:[quote]} (snapshot, then changes at most every QUOTE_PUSH_INTERVAL_MS; the snapshot is sent again, '
+        + 'in the same shape, when the server may have missed account events for this stream — after its connection to the fan-out (Redis or PostgreSQL NOTIFY) was lost and came back: '
+        + 'a client should then re-read its orders and wallets), '
         + '{type:"order_closed",data:{order}}, {type:"margin_call",data:{walletType,marginLevel,equity,margin}}, {type:"error",data:{code,message}}. '
         + 'Client message: {type:"subscribe",symbols:[...]} replaces the set of symbols.',
       querystring: Type.Object({ token: Type.Optional(Type.String({ maxLength: 4096 })) }),

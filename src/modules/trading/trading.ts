@@ -7,6 +7,7 @@
 import type { Config } from '../../config.js';
 import type { Db } from '../../platform/db/database.js';
 import type { NotificationHub } from '../../platform/db/notifications.js';
+import type { PubSub } from '../../platform/pubsub.js';
 import { DomainError, ValidationError } from '../../platform/errors.js';
 import type { IdempotencyService } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
@@ -33,6 +34,8 @@ export interface TradingDeps {
   db: Db;
   log: AppLogger;
   hub?: NotificationHub;
+  /** Quotes and account events between processes (Redis pub/sub with REDIS_URL); `hub` when unset. */
+  broadcast?: PubSub;
   /** The database for the market leader's lock session; with `hub`, processes share one feed and one engine. */
   connectionString?: string;
   tx: TransactionService;
@@ -76,7 +79,7 @@ export class Trading {
       resyncIntervalMs: options.resyncIntervalMs ?? 5_000,
     });
     this.market = new Market({
-      db, hub: deps.hub, connectionString: deps.connectionString, instruments: this.instruments, quotes: this.quotes,
+      db, hub: deps.hub, broadcast: deps.broadcast, connectionString: deps.connectionString, instruments: this.instruments, quotes: this.quotes,
       engine: this.engine, streams: this.streams, log,
       lead: () => this.lead(),
       unlead: () => this.unlead(),

@@ -1,15 +1,23 @@
 /**
  * PostgreSQL LISTEN/NOTIFY on one dedicated connection. Processes learn here what
- * another process changed (a user's token revocation or block, quotes, account
- * events). After a lost connection it reconnects and tells its subscribers, who
- * must then assume they missed messages (caches drop everything).
+ * another process changed (a user's token revocation or block, order changes for the
+ * market leader, and — without REDIS_URL — quotes and account events). After a lost
+ * connection it reconnects and tells its subscribers, who must then assume they missed
+ * messages (caches drop everything).
+ *
+ * It is one of the two PubSub transports (../pubsub.ts): `publish` sends a NOTIFY on
+ * this same connection (autocommit, so delivered at once, and without waiting for a
+ * pool connection). A message that must be delivered on a transaction's commit is not
+ * published here but with pg_notify inside that transaction.
  */
 import pg from 'pg';
 import type { AppLogger } from '../logger.js';
+import type { PubSub } from '../pubsub.js';
 
 type Handler = (payload: string) => void;
 
-export class NotificationHub {
+export class NotificationHub implements PubSub {
+  readonly kind = 'notify' as const;
   private client: pg.Client | undefined;
   private readonly handlers = new Map<string, Handler[]>();
   private readonly reconnectHandlers: (() => void)[] = [];
@@ -30,6 +38,12 @@ export class NotificationHub {
     const client = this.client;
     // One query at a time per connection: LISTENs queue behind each other.
     if (list.length === 1 && client) this.listening = this.listening.then(() => client.query(`LISTEN ${channel}`)).then(() => undefined, () => undefined);
+  }
+
+  async publish(channel: string, payload: string): Promise<void> {
+    const client = this.client;
+    if (!client) throw new Error('notification listener not connected');
+    await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
   }
 
   onReconnect(handler: () => void): void {

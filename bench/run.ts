@@ -25,9 +25,10 @@
  * Flags: --users N --sessions N --duration S --workers N --pairs N --rates a,b,c
  *        --pool N --connections N --orders N --warmup S --profile-seconds S
  *        --mix deposit=4,withdraw=2,transfer=2,order_open=1,order_close=1
- *        --server-env K=V (repeatable) --pg K=V (repeatable) --dist --keep-data
+ *        --server-env K=V (repeatable) --pg K=V (repeatable) --tsx --keep-data
  *        --no-profile --no-sweep --no-sessions --session-concurrency N --cpu-prof
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -67,7 +68,7 @@ const { values: argv } = parseArgs({
     pg: { type: 'string', multiple: true, default: [] },
     'session-concurrency': { type: 'string', default: '64' },
     'sessions-per-process': { type: 'string', default: '11000' },
-    dist: { type: 'boolean', default: false },
+    tsx: { type: 'boolean', default: false },
     'keep-data': { type: 'boolean', default: false },
     'no-profile': { type: 'boolean', default: false },
     'no-sweep': { type: 'boolean', default: false },
@@ -253,7 +254,8 @@ interface Server {
 async function startServer(pgh: PgHandle, jwtSecret: string, admin: { email: string; password: string }, port: number): Promise<Server> {
   const logFile = path.join(workDir, 'server.log');
   const out = fs.openSync(logFile, 'a');
-  const entry = argv.dist ? [path.join(ROOT, 'dist', 'server.js')] : ['--import', 'tsx', path.join(ROOT, 'src', 'server.ts')];
+  // The compiled server, as `npm start` runs it (built at the bench's start), or the sources through tsx.
+  const entry = argv.tsx ? ['--import', 'tsx', path.join(ROOT, 'src', 'server.ts')] : [path.join(ROOT, 'dist', 'server.js')];
   const prof = argv['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.join(RESULTS, `prof-${id}`)}`] : [];
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -382,6 +384,11 @@ async function main() {
   // 2. the server
   const admin = { email: 'bench-admin@bench.local', password: randomBytes(12).toString('base64url') };
   const port = await freePort();
+  if (!argv.tsx) {
+    await timed('build', async () => {
+      execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
+    });
+  }
   const server = await timed('server start', () => startServer(pgh, jwtSecret, admin, port));
   cpuRoots.server = server.pid;
   const rssAtStart = serverRss(server);
@@ -413,7 +420,7 @@ async function main() {
   result.config = {
     users: USERS, sessions: SESSIONS, duration: DURATION, pairs: PAIRS, workers: WORKERS, effectiveWorkers, pool: POOL, clients: CLIENTS,
     connections: CONNECTIONS, rates, warmup: WARMUP, profileSeconds: PROFILE_S, openOrdersSeeded: seeded.orders,
-    moneyMix, readMix: READ_MIX, serverEntry: argv.dist ? 'node dist/server.js' : 'node --import tsx src/server.ts',
+    moneyMix, readMix: READ_MIX, serverEntry: argv.tsx ? 'node --import tsx src/server.ts' : 'node dist/server.js',
     serverEnv: SERVER_ENV, pgSettings: PG_SETTINGS, pgbench: pgbench ? `pgbench -N -c ${CLIENTS} -j ${Math.min(2, CLIENTS)} -T ${DURATION} (scale 1)` : 'missing',
     loadGenerator: 'wrk -t1 per operation with bench/wrk/flow.lua (closed loop)',
     nice: NICE,

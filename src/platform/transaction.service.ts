@@ -84,6 +84,18 @@ export function runBeforeCommit(statement: string): boolean {
 /** Quotes a value as an SQL literal (for statements sent without parameters). */
 export { literal } from './db/inline.js';
 
+/**
+ * Sends several statements (values inlined, see db/inline.ts) in one round trip in the
+ * transaction the caller runs in, and returns each one's result. A failing statement
+ * aborts the transaction (the ones after it do not run) and rejects like any query.
+ */
+export async function queryBatch(statements: string[]): Promise<pg.QueryResult[]> {
+  const tx = running.getStore();
+  if (!tx) throw new Error('queryBatch outside a transaction');
+  const result = (await tx.client.query(statements.join(';\n'))) as unknown as pg.QueryResult | pg.QueryResult[];
+  return Array.isArray(result) ? result : [result];
+}
+
 export interface TransactionOptions {
   /**
    * SQL statements (literals already escaped) run right after BEGIN in the same round

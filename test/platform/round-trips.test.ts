@@ -18,8 +18,9 @@ afterAll(async () => { await t.close(); });
 afterEach(() => { vi.restoreAllMocks(); });
 
 /**
- * Runs `fn` and returns the queries sent to PostgreSQL on its behalf: those issued in
- * its async context, not the background work (risk engine, jobs) of the same process.
+ * Runs `fn` and returns the queries sent to PostgreSQL on its behalf through the pool:
+ * those issued in its async context, not the background work (risk engine, jobs) of
+ * the same process, nor the cross-process notices published after commit.
  */
 async function roundTrips(fn: () => Promise<unknown>): Promise<{ count: number; texts: string[] }> {
   const texts: string[] = [];
@@ -27,7 +28,9 @@ async function roundTrips(fn: () => Promise<unknown>): Promise<{ count: number; 
   const original = pg.Client.prototype.query;
   vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...args: unknown[]) {
     const q = args[0];
-    if (mine.getStore()) texts.push(typeof q === 'string' ? q : (q as { text?: string }).text ?? '?');
+    // The listener connection's publishes (after commit, off the pool) are not the operation's.
+    const app = (this as unknown as { connectionParameters?: { application_name?: string } }).connectionParameters?.application_name;
+    if (mine.getStore() && app !== 'trading-backend-listener') texts.push(typeof q === 'string' ? q : (q as { text?: string }).text ?? '?');
     return (original as (...a: unknown[]) => unknown).apply(this, args);
   } as never);
   try {
@@ -93,6 +96,41 @@ describe('round trips per money operation', () => {
     expect(too.count).toBe(2);
     expect(too.texts[1]).not.toMatch(/pg_notify/);
     await call(t.app, 'POST', `/api/v1/orders/${o.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
+  });
+});
+
+describe('round trips per order operation', () => {
+  it('an order open and a close are three round trips each; the notice for the leader travels with COMMIT', async () => {
+    const admin = await makeAdmin(t);
+    await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
+    const u = await fundedUser(t.app, '5000.00');
+    await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token });
+    let orderId = '';
+    const open = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' }, { token: u.token, key: newKey() });
+      expect(r.status, r.raw).toBe(201);
+      orderId = r.body.data.order.id;
+      expect(r.body.data.wallet.margin).toBe(r.body.data.order.margin);
+    });
+    expect(open.count, open.texts.map((x) => x.slice(0, 60)).join(" | ")).toBe(3);
+    const second = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'sell', volume: '0.10', walletType: 'live' }, { token: u.token, key: newKey() });
+    expect(second.status).toBe(201);
+    const close = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', `/api/v1/orders/${orderId}/close`, undefined, { token: u.token, key: newKey() });
+      expect(r.status, r.raw).toBe(200);
+      expect(r.body.data.order.status).toBe('closed');
+      // The other position is still open: the wallet view is valued with it.
+      expect(r.body.data.wallet.margin).toBe(second.body.data.order.margin);
+      expect(r.body.data.wallet.marginLevel).not.toBeNull();
+    });
+    expect(close.count, close.texts.map((x) => x.slice(0, 60)).join(" | ")).toBe(3);
+    const gone = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', `/api/v1/orders/${orderId}/close`, undefined, { token: u.token, key: newKey() });
+      expect(r.status).toBe(409);
+      expect(r.body.error.code).toBe('ORDER_NOT_OPEN');
+    });
+    expect(gone.count).toBe(2);
+    await call(t.app, 'POST', `/api/v1/orders/${second.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
   });
 });
 

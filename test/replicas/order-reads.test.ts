@@ -6,65 +6,24 @@
  * Two apps (own pools, listeners and routers) on one primary + hot standby
  * (test/replicas/replica.ts) stand for two API processes behind a load balancer.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLsn } from '../../src/platform/db/read-router.js';
-import { call, fundedUser, newKey, startTestApp, type TestApp } from '../helpers/app.js';
+import { call, fundedUser, newKey, type TestApp } from '../helpers/app.js';
 import { waitUntil } from '../helpers/server-process.js';
 import { makeAdmin, setQuote, type User } from '../trading/helpers.js';
-import { startReplicatedCluster, type ReplicatedCluster } from './replica.js';
+import { replicaReads, routersCaughtUp, sqlOn, startReplicatedApps, stopReplicatedApps, type ReplicatedCluster } from './replica.js';
 
 let cluster: ReplicatedCluster | undefined;
 let a: TestApp | undefined;
 let b: TestApp | undefined;
 let admin: User;
 
-const ENV = () => ({ DATABASE_READ_URLS: cluster!.replicaUrl(), DB_POOL_MAX: '10' });
-
-async function routerReady(t: TestApp): Promise<boolean> {
-  return waitUntil(() => {
-    const s = t.services.reads.status();
-    return !s.blind && s.replicas.every((r) => r.up);
-  }, 20_000, 50);
-}
-
 beforeAll(async () => {
-  cluster = await startReplicatedCluster();
-  a = await startTestApp(ENV(), cluster.primaryUrl());
-  b = await startTestApp(ENV(), cluster.primaryUrl());
-  expect(await routerReady(a), JSON.stringify(a.services.reads.status())).toBe(true);
-  expect(await routerReady(b), JSON.stringify(b.services.reads.status())).toBe(true);
+  ({ cluster, a, b } = await startReplicatedApps());
   admin = await makeAdmin(a);
   await setQuote(a, admin, 'XAUUSD', '2000.00', '2000.40');
 }, 240_000);
 
-afterAll(async () => {
-  await b?.close().catch(() => undefined);
-  await a?.close().catch(() => undefined);
-  await cluster?.destroy();
-}, 120_000);
-
-async function sqlOn<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-const primaryLsn = async () => parseLsn((await sqlOn<{ lsn: string }>(cluster!.primaryUrl(), 'SELECT pg_current_wal_insert_lsn()::text AS lsn'))[0]!.lsn);
-
-async function routerSees(t: TestApp, lsn: bigint): Promise<boolean> {
-  return waitUntil(() => {
-    t.services.reads.forUser('0');
-    const r = t.services.reads.status().replicas[0]!;
-    return r.up && parseLsn(r.replayLsn) >= lsn;
-  }, 15_000, 25);
-}
-
-const replicaReads = (t: TestApp) => t.services.reads.status().replicas[0]!.reads;
+afterAll(() => stopReplicatedApps({ cluster, a, b }), 120_000);
 
 interface Order { id: string; status: string; openedAt: string; closeReason: string | null; stopLoss: string | null }
 
@@ -89,10 +48,7 @@ describe('order reads on a streaming replica', () => {
   it('GET /orders and GET /orders/:id are served by the replica', async () => {
     const u = await fundedUser(a!.app, '1000.00');
     const order = await openOrder(a!, u.token);
-    const target = await primaryLsn();
-    await cluster!.waitForCatchUp();
-    expect(await routerSees(a!, target)).toBe(true);
-    expect(await routerSees(b!, target)).toBe(true);
+    await routersCaughtUp(cluster!, [a!, b!]);
 
     await cluster!.pauseReplay();
     try {

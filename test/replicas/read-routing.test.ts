@@ -11,64 +11,21 @@
  * (c) a stopped replica fails no read (they go to the primary) and serves again once
  *     it is back.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLsn, REPLICA_APPLICATION_NAME } from '../../src/platform/db/read-router.js';
-import { call, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
+import { REPLICA_APPLICATION_NAME } from '../../src/platform/db/read-router.js';
+import { call, newKey, registerUser, type TestApp } from '../helpers/app.js';
 import { waitUntil } from '../helpers/server-process.js';
-import { startReplicatedCluster, type ReplicatedCluster } from './replica.js';
+import { primaryLsn, replicaReads, routerReady, routersCaughtUp, routerSees, sqlOn, startReplicatedApps, stopReplicatedApps, type ReplicatedCluster } from './replica.js';
 
 let cluster: ReplicatedCluster | undefined;
 let a: TestApp | undefined;
 let b: TestApp | undefined;
 
-const ENV = () => ({ DATABASE_READ_URLS: cluster!.replicaUrl(), DB_POOL_MAX: '10' });
-
-async function routerReady(t: TestApp): Promise<boolean> {
-  return waitUntil(() => {
-    const s = t.services.reads.status();
-    return !s.blind && s.replicas.every((r) => r.up);
-  }, 20_000, 50);
-}
-
 beforeAll(async () => {
-  cluster = await startReplicatedCluster();
-  a = await startTestApp(ENV(), cluster.primaryUrl());
-  b = await startTestApp(ENV(), cluster.primaryUrl());
-  expect(await routerReady(a), JSON.stringify(a.services.reads.status())).toBe(true);
-  expect(await routerReady(b), JSON.stringify(b.services.reads.status())).toBe(true);
+  ({ cluster, a, b } = await startReplicatedApps());
 }, 240_000);
 
-afterAll(async () => {
-  // Each step runs even when an earlier one fails; the servers and folders always go.
-  await b?.close().catch(() => undefined);
-  await a?.close().catch(() => undefined);
-  await cluster?.destroy();
-}, 120_000);
-
-async function sqlOn<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-const primaryLsn = async () => parseLsn((await sqlOn<{ lsn: string }>(cluster!.primaryUrl(), 'SELECT pg_current_wal_insert_lsn()::text AS lsn'))[0]!.lsn);
-
-/** Waits until an app's router has seen the standby replay at least `lsn`. */
-async function routerSees(t: TestApp, lsn: bigint): Promise<boolean> {
-  return waitUntil(() => {
-    // A read triggers the refresh of a stale cached position; so does the 1 s tick.
-    t.services.reads.forUser('0');
-    const r = t.services.reads.status().replicas[0]!;
-    return r.up && parseLsn(r.replayLsn) >= lsn;
-  }, 15_000, 25);
-}
-
-const replicaReads = (t: TestApp) => t.services.reads.status().replicas[0]!.reads;
+afterAll(() => stopReplicatedApps({ cluster, a, b }), 120_000);
 
 async function deposit(t: TestApp, token: string, amount: string) {
   const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount }, { token, key: newKey() });
@@ -99,10 +56,7 @@ describe('read routing to a streaming replica', () => {
   it('(a) reads go to the replica', async () => {
     const u = await registerUser(a!.app);
     const d = await deposit(a!, u.token, '100.00');
-    const target = await primaryLsn();
-    await cluster!.waitForCatchUp();
-    expect(await routerSees(a!, target)).toBe(true);
-    expect(await routerSees(b!, target)).toBe(true);
+    await routersCaughtUp(cluster!, [a!, b!]);
 
     await cluster!.pauseReplay();
     try {
@@ -176,7 +130,7 @@ describe('read routing to a streaming replica', () => {
     const u = await registerUser(a!.app);
     await deposit(a!, u.token, '42.00');
     await cluster!.waitForCatchUp();
-    expect(await routerSees(a!, await primaryLsn())).toBe(true);
+    expect(await routerSees(a!, await primaryLsn(cluster!))).toBe(true);
 
     await cluster!.stopReplica();
     try {

@@ -7,15 +7,21 @@
  * present it skips initdb and reads the copied credentials.json, so no change to
  * embedded.ts is needed. A physical replication slot keeps the WAL the standby needs.
  * Loopback only; every wait is bounded.
+ *
+ * Below the cluster: what the replica API tests share: two apps (own pools, listeners
+ * and routers) on the cluster, standing for two API processes behind a load balancer,
+ * and ways to look at the servers and at the apps' read routers.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
+import { expect } from 'vitest';
 import { ensureDatabase } from '../../src/platform/db/bootstrap.js';
 import { createDatabase } from '../../src/platform/db/database.js';
 import { EmbeddedPostgres } from '../../src/platform/db/embedded.js';
 import { migrateToLatest } from '../../src/platform/db/migrator.js';
 import { parseLsn, replayHorizon } from '../../src/platform/db/read-router.js';
+import { startTestApp, type TestApp } from '../helpers/app.js';
 import { databaseUrl } from '../helpers/db.js';
 import { freePort, livePostmaster, removeDir, stopPostmaster, testDataDir, waitUntil } from '../helpers/server-process.js';
 
@@ -221,4 +227,75 @@ export async function startReplicatedCluster(database = 'trading'): Promise<Repl
     throw e;
   }
   return cluster;
+}
+
+/** Rows of one statement on its own connection to `url`. */
+export function sqlOn<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  return withClient(url, async (c) => (await c.query<T>(text, values)).rows);
+}
+
+/** The primary's current WAL insert position. */
+export const primaryLsn = async (cluster: ReplicatedCluster) =>
+  parseLsn((await sqlOn<{ lsn: string }>(cluster.primaryUrl(), 'SELECT pg_current_wal_insert_lsn()::text AS lsn'))[0]!.lsn);
+
+/** Waits (bounded) until an app's router sees every replica up and is not blind. */
+export async function routerReady(t: TestApp): Promise<boolean> {
+  return waitUntil(() => {
+    const s = t.services.reads.status();
+    return !s.blind && s.replicas.every((r) => r.up);
+  }, 20_000, 50);
+}
+
+/** Waits until an app's router has seen the standby replay at least `lsn`. */
+export async function routerSees(t: TestApp, lsn: bigint): Promise<boolean> {
+  return waitUntil(() => {
+    // A read triggers the refresh of a stale cached position; so does the 1 s tick.
+    t.services.reads.forUser('0');
+    const r = t.services.reads.status().replicas[0]!;
+    return r.up && parseLsn(r.replayLsn) >= lsn;
+  }, 15_000, 25);
+}
+
+/** Waits until the standby has replayed all written so far, and asserts that each app's router has seen that. */
+export async function routersCaughtUp(cluster: ReplicatedCluster, apps: TestApp[]): Promise<void> {
+  const target = await primaryLsn(cluster);
+  await cluster.waitForCatchUp();
+  for (const t of apps) expect(await routerSees(t, target)).toBe(true);
+}
+
+/** How many reads an app's router has sent to the (one) replica. */
+export const replicaReads = (t: TestApp) => t.services.reads.status().replicas[0]!.reads;
+
+export interface ReplicatedApps {
+  cluster: ReplicatedCluster;
+  a: TestApp;
+  b: TestApp;
+}
+
+/**
+ * A replicated cluster and two apps on it that read from its standby, both routers
+ * ready. What was started is stopped again if a later step fails.
+ */
+export async function startReplicatedApps(): Promise<ReplicatedApps> {
+  const cluster = await startReplicatedCluster();
+  const env = { DATABASE_READ_URLS: cluster.replicaUrl(), DB_POOL_MAX: '10' };
+  let a: TestApp | undefined;
+  let b: TestApp | undefined;
+  try {
+    a = await startTestApp(env, cluster.primaryUrl());
+    b = await startTestApp(env, cluster.primaryUrl());
+    expect(await routerReady(a), JSON.stringify(a.services.reads.status())).toBe(true);
+    expect(await routerReady(b), JSON.stringify(b.services.reads.status())).toBe(true);
+    return { cluster, a, b };
+  } catch (e) {
+    await stopReplicatedApps({ cluster, a, b }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Each step runs even when an earlier one fails; the servers and folders always go. */
+export async function stopReplicatedApps(s: Partial<ReplicatedApps>): Promise<void> {
+  await s.b?.close().catch(() => undefined);
+  await s.a?.close().catch(() => undefined);
+  await s.cluster?.destroy();
 }

@@ -1,6 +1,6 @@
 /** Helpers of the scale tests: several real server processes on one database. */
-import WebSocket from 'ws';
 import { http, loginVia, waitUntil, type ServerProcess } from '../helpers/server-process.js';
+import { connectStream, type WsClient } from '../helpers/ws-client.js';
 
 export interface Health { market?: { leader: boolean; shared: boolean; terms: number } }
 
@@ -32,22 +32,16 @@ export async function adminToken(base: string, email: string, password: string):
   return r.body.data.token as string;
 }
 
-export interface StreamClient {
-  ws: WebSocket;
-  messages: { type: string; data: any; at: number }[];
-  close(): void;
-}
+export type StreamClient = WsClient;
 
+/** A stream of a server process with `token`, once its socket is open (bounded: 5 s). */
 export function openStream(s: ServerProcess, token: string): Promise<StreamClient> {
-  const ws = new WebSocket(`ws://127.0.0.1:${s.port}/api/v1/stream?token=${token}`);
-  const messages: StreamClient['messages'] = [];
-  ws.on('message', (data) => messages.push({ ...JSON.parse(data.toString()), at: Date.now() }));
-  ws.on('error', () => undefined);
+  const c = connectStream(`ws://127.0.0.1:${s.port}/api/v1/stream?token=${token}`);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('stream did not open in 5 s')), 5_000);
-    ws.once('open', () => {
+    c.ws.once('open', () => {
       clearTimeout(timer);
-      resolve({ ws, messages, close: () => ws.terminate() });
+      resolve(c);
     });
   });
 }

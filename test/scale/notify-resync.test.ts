@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, fundedUser, newKey, startTestApp, type TestApp } from '../helpers/app.js';
 import { sleep, waitUntil } from '../helpers/server-process.js';
 import { makeAdmin, setQuote, type User } from '../trading/helpers.js';
-import { hasQuote, openClient, wsBase, type WsClient } from './ws-client.js';
+import { hasQuote, openClient, wsBase, type WsClient } from '../helpers/ws-client.js';
 
 describe('fan-out over LISTEN/NOTIFY: resynchronised after a lost listener', () => {
   let a: TestApp; // leader

@@ -20,7 +20,7 @@ import { call, fundedUser, newKey, startTestApp, type TestApp } from '../helpers
 import { redisUnavailableReason, startRedis, type TestRedis } from '../helpers/redis.js';
 import { sleep, waitUntil } from '../helpers/server-process.js';
 import { makeAdmin, setQuote, type User } from '../trading/helpers.js';
-import { hasQuote, openClient, wsBase, type WsClient } from './ws-client.js';
+import { hasQuote, openClient, wsBase, type WsClient } from '../helpers/ws-client.js';
 
 const noRedis = redisUnavailableReason();
 if (noRedis) console.warn(`skipping the Redis fan-out test: ${noRedis}`);

@@ -6,46 +6,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { connectStream, wsBase, type WsClient } from '../helpers/ws-client.js';
 import { call, close, fundedUser, makeAdmin, open, registerUser, setQuote, type User } from './helpers.js';
 
 const INTERVAL = 150;
-
-interface Client {
-  ws: WebSocket;
-  messages: { type: string; data: any; at: number }[];
-  closed: Promise<{ code: number; reason: string }>;
-  /** Waits for the first message (from `from` on) matching `pred`. */
-  next(pred: (m: { type: string; data: any }) => boolean, timeoutMs?: number, from?: number): Promise<{ type: string; data: any; at: number }>;
-  send(value: unknown): void;
-}
 
 let t: TestApp;
 let admin: User;
 let base: string;
 
-function connect(query = '', headers: Record<string, string> = {}): Client {
-  const ws = new WebSocket(`${base}/api/v1/stream${query}`, { headers });
-  const messages: Client['messages'] = [];
-  const waiters: (() => void)[] = [];
-  ws.on('message', (data) => {
-    messages.push({ ...JSON.parse(data.toString()), at: Date.now() });
-    for (const w of waiters.splice(0)) w();
-  });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
-  ws.on('error', () => undefined);
-  const next: Client['next'] = (pred, timeoutMs = 3000, from = 0) => new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no matching message in ${timeoutMs} ms; got ${JSON.stringify(messages.map((m) => m.type))}`)), timeoutMs);
-    const check = () => {
-      const m = messages.slice(from).find(pred);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m);
-      } else waiters.push(check);
-    };
-    check();
-  });
-  return { ws, messages, closed, next, send: (v) => ws.send(JSON.stringify(v)) };
-}
+const connect = (query = '', headers: Record<string, string> = {}): WsClient =>
+  connectStream(`${base}/api/v1/stream${query}`, { headers, timeoutMs: 3000 });
 
 const connectAs = (u: { token: string }) => connect(`?token=${u.token}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,8 +24,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 beforeAll(async () => {
   t = await startTestApp({ QUOTE_PUSH_INTERVAL_MS: String(INTERVAL) });
   await t.app.listen({ port: 0, host: '127.0.0.1' });
-  const addr = t.app.server.address() as { port: number };
-  base = `ws://127.0.0.1:${addr.port}`;
+  base = wsBase(t.app);
   admin = await makeAdmin(t);
   await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
   await setQuote(t, admin, 'GBPUSD', '1.26000', '1.26015');

@@ -22,7 +22,17 @@ export interface ReferralSettings {
   rates: [string, string, string];
 }
 
+/** Chains kept in memory at most (the oldest entry goes first). */
+const CHAIN_CACHE_SIZE = 200_000;
+
 export class ReferralService {
+  /**
+   * Referrer chains by user. A user's referrer is set at registration and never
+   * changes, so neither does the chain: each process reads it once per user, not once
+   * per close.
+   */
+  private readonly chains = new Map<string, (string | null)[]>();
+
   constructor(
     private readonly db: Db,
     private readonly financial: FinancialService,
@@ -37,7 +47,7 @@ export class ReferralService {
    */
   onDeposit = async (trx: Trx, e: DepositEvent): Promise<WalletChangeRow | void> => {
     if (e.walletType !== 'live' || e.amount.lt(this.settings.qualifyingDeposit)) return;
-    const [referrerId] = await referrerChain(trx, e.userId);
+    const [referrerId] = await this.chainOf(trx, e.userId);
     if (!referrerId) return;
     const claimed = await claimSignupBonus(trx, {
       refereeId: e.userId, referrerId, referrerAmount: this.settings.bonusReferrer, refereeAmount: this.settings.bonusReferee,
@@ -56,7 +66,7 @@ export class ReferralService {
   /** Commission to each referrer up to level 3 on every live close, `volume × rate`. */
   onOrderClosed = async (trx: Trx, e: OrderClosedEvent): Promise<void> => {
     if (e.walletType !== 'live') return;
-    const chain = await referrerChain(trx, e.userId);
+    const chain = await this.chainOf(trx, e.userId);
     for (let i = 0; i < 3; i++) {
       const referrerId = chain[i];
       if (!referrerId) break;
@@ -69,6 +79,15 @@ export class ReferralService {
       await insertCommission(trx, { orderId: e.orderId, level, referrerId, refereeId: e.userId, amount: amount.toFixed(2), postingId: row.postingId!, operationId: e.operationId });
     }
   };
+
+  private async chainOf(trx: Trx, userId: string): Promise<(string | null)[]> {
+    const known = this.chains.get(userId);
+    if (known) return known;
+    const chain = await referrerChain(trx, userId);
+    if (this.chains.size >= CHAIN_CACHE_SIZE) this.chains.delete(this.chains.keys().next().value!);
+    this.chains.set(userId, chain);
+    return chain;
+  }
 
   async stats(userId: string) {
     const s = await this.router.read(userId, (db) => referralStats(db, userId)); // read routing

@@ -7,24 +7,24 @@
  */
 import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
-import { camelRow } from '../../platform/db/inline.js';
-import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletType } from '../../platform/db/schema.js';
+import { camelRow, literal } from '../../platform/db/inline.js';
+import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
-import type { IdempotencyKey, IdempotencyService, IdempotentOutcome } from '../../platform/idempotency.service.js';
+import { IdempotencyService, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatFixed, formatMoney, roundCents, ZERO } from '../../platform/money.js';
-import type { TransactionService } from '../../platform/transaction.service.js';
+import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
 import type { Mismatch } from '../admin/admin.service.js';
 import type { FinancialService } from '../wallets/financial.service.js';
-import { lockWallet, type WalletChangeRow } from '../wallets/ledger.repository.js';
+import { lockWalletSql, type WalletChangeRow } from '../wallets/ledger.repository.js';
 import { toWalletView, type RequestContext, type Valuation, type WalletService } from '../wallets/wallet.service.js';
 import type { Instrument, Instruments } from './instruments.js';
 import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
 import type { QuoteBook } from './quote.book.js';
 import {
-  findOrder, insertOrder, listOrders, lockOrder, lockWalletById, marginMismatches, markOrderClosed, notifyWalletChanged,
-  openOrdersOfWallets, updateOrderLevels, type OpenOrderRow,
+  findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, markOrderClosedSql, notifyWalletChanged,
+  openOrdersOfWallets, openOrdersOfWalletSql, updateOrderLevels, type OpenOrderRow,
 } from './trading.repository.js';
 
 export interface OrderView {
@@ -93,6 +93,8 @@ export interface ClosedOrder {
   order: OrderRow;
   /** The wallet after the close (balance, margin, realized profit). */
   wallet: WalletChangeRow;
+  /** Its remaining open positions, when the close was asked to read them. */
+  valuation?: Valuation;
 }
 
 /** Told after each commit, so in-memory state (risk engine, streams) follows the database. */
@@ -199,9 +201,16 @@ export class OrderService {
 
   // --- use cases --------------------------------------------------------------
 
+  /**
+   * Three round trips: the wallet's lock and its open orders travel with the idempotency
+   * claim; the order row and the margin reservation go together; the notice for the
+   * market leader and the stored response go with COMMIT.
+   */
   async placeOrder(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
     let opened: { order: OrderRow; wallet: WalletChangeRow } | undefined;
-    const outcome = await this.idempotency.execute(key, async (trx) => {
+    const walletOf = `(SELECT id FROM wallets WHERE user_id = ${literal(ctx.userId)} AND type = ${literal(input.walletType)} AND ${IdempotencyService.CLAIMED})`;
+    const first = `${lockWalletSql(ctx.userId, input.walletType, IdempotencyService.CLAIMED)}; ${openOrdersOfWalletSql(walletOf)}`;
+    const outcome = await this.idempotency.execute(key, async (trx, locked) => {
       opened = undefined;
       const inst = this.instruments.get(input.symbol);
       if (!inst) throw new DomainError('UNKNOWN_SYMBOL', `Unknown symbol ${input.symbol}`, [{ field: 'symbol', message: 'not a tradable symbol' }]);
@@ -217,14 +226,15 @@ export class OrderService {
       if (problem) throw invalid(problem.field, problem.message);
       const margin = requiredMargin(volume, inst.contractSize, openPrice, leverage);
 
-      const wallet = await lockWallet(trx, ctx.userId, input.walletType);
+      const wallet = locked[0]?.rows[0] ? camelRow<WalletRow>(locked[0].rows[0] as Record<string, unknown>) : undefined;
       if (!wallet) throw new NotFoundError('Wallet');
-      const open = await openOrdersOfWallets(trx, [wallet.id]);
+      const open = (locked[1]?.rows ?? []).map((r) => camelRow<OpenOrderRow>(r as Record<string, unknown>));
       const pnl = open.reduce((sum, o) => sum.plus(unrealized(o, this.quoteOf(o.symbol))), ZERO);
       const freeMargin = new Decimal(wallet.balance).plus(pnl).minus(wallet.margin);
       if (margin.gt(freeMargin)) throw new InsufficientMarginError(`This order needs ${formatMoney(margin)} of margin; free margin is ${formatMoney(freeMargin)}`);
 
-      const order = await insertOrder(trx, {
+      const reserve = this.financial.planCombinedOperation(ctx.userId, { margin }, input.walletType, 'margin_reserve', null, { operationId: ctx.operationId, log: ctx.log });
+      const [inserted, reserved] = await queryBatch([insertOrderSql({
         userId: ctx.userId,
         walletId: wallet.id,
         walletType: input.walletType,
@@ -239,33 +249,33 @@ export class OrderService {
         stopLoss: stopLoss?.toFixed() ?? null,
         takeProfit: takeProfit?.toFixed() ?? null,
         openOperationId: ctx.operationId,
-      });
-      const row = await this.financial.performCombinedOperation(ctx.userId, { margin }, input.walletType, 'margin_reserve', null, {
-        trx, operationId: ctx.operationId, log: ctx.log, orderId: order.id,
-      });
+      }), reserve.statement]);
+      const order = camelRow<OrderRow>(inserted!.rows[0] as Record<string, unknown>);
+      const row = await reserve.finish(trx, reserved!.rows[0] as Record<string, unknown> | undefined);
       opened = { order, wallet: row };
       await this.inTransaction?.(trx, order);
       ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
       const valuation: Valuation = { unrealizedPnl: pnl.plus(unrealized(order, quote)), openOrders: open.length + 1 };
       return { status: 201, data: { order: toOrderView(order), wallet: toWalletView(row, valuation) } };
-    }, { operation: 'place_order', log: ctx.log });
+    }, { operation: 'place_order', log: ctx.log, first });
     if (opened && !outcome.replayed && outcome.status === 201) this.observer?.orderOpened(opened.order, opened.wallet);
     return this.noted(ctx.userId, outcome);
   }
 
+  /** Three round trips: the order's lock with the claim; the close; the rest with COMMIT. */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
     let closed: ClosedOrder | undefined;
-    const outcome = await this.idempotency.execute(key, async (trx) => {
+    const outcome = await this.idempotency.execute(key, async (trx, locked) => {
       closed = undefined;
-      const order = await lockOrder(trx, orderId, ctx.userId);
+      const order = locked[0]?.rows[0] ? camelRow<OrderRow>(locked[0].rows[0] as Record<string, unknown>) : undefined;
       if (!order) throw new NotFoundError('Order');
       if (order.status !== 'open') throw notOpen();
       const quote = this.quotes.get(order.symbol);
       if (!quote) throw noQuote(order.symbol);
-      closed = await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'user', ctx.operationId, ctx.log);
+      closed = await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'user', ctx.operationId, ctx.log, true);
       await this.inTransaction?.(trx, order);
-      return { status: 200, data: { order: toOrderView(closed.order), wallet: await this.wallets.view(trx, closed.wallet) } };
-    }, { operation: 'close_order', log: ctx.log });
+      return { status: 200, data: { order: toOrderView(closed.order), wallet: toWalletView(closed.wallet, closed.valuation) } };
+    }, { operation: 'close_order', log: ctx.log, first: /^[0-9]{1,18}$/.test(orderId) ? lockOrderSql(orderId, ctx.userId, IdempotencyService.CLAIMED) : 'SELECT NULL WHERE FALSE' });
     if (closed && !outcome.replayed && outcome.status === 200) this.observer?.orderClosed(closed);
     return this.noted(ctx.userId, outcome);
   }
@@ -310,29 +320,33 @@ export class OrderService {
    * released, P&L posted against the dealing account, nothing for exactly 0.00, negative
    * balance protection on a loss), then the close hooks — all in the caller's transaction.
    */
-  private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger): Promise<ClosedOrder> {
+  private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger, withValuation = false): Promise<ClosedOrder> {
     const volume = new Decimal(order.volume);
     const profit = profitOf(order.side, new Decimal(order.openPrice), closePrice, volume, new Decimal(order.contractSize));
-    const closedRow = await markOrderClosed(trx, order.id, { closePrice: closePrice.toFixed(), profit: profit.toFixed(2), closeReason: reason, operationId });
-    if (!closedRow) throw notOpen();
     const margin = new Decimal(order.margin).neg();
     const metadata = { symbol: order.symbol, side: order.side, volume: volume.toFixed(2), closePrice: formatFixed(closePrice, order.digits), closeReason: reason };
-    const context = { trx, operationId, log, orderId: order.id };
-    let wallet: WalletChangeRow;
-    if (profit.gt(0)) {
-      wallet = await this.financial.performCombinedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_profit', metadata, context);
-    } else if (profit.isZero()) {
-      wallet = await this.financial.performCombinedOperation(order.userId, { margin }, order.walletType, 'margin_release', metadata, context);
-    } else {
-      wallet = await this.financial.performProtectedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_loss', metadata, context);
-    }
+    const context = { operationId, log, orderId: order.id };
+    // The order row, the wallet change (and the wallet's remaining positions) in one round trip.
+    const change = profit.lt(0)
+      ? this.financial.planProtectedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_loss', metadata, context)
+      : profit.gt(0)
+        ? this.financial.planCombinedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_profit', metadata, context)
+        : this.financial.planCombinedOperation(order.userId, { margin }, order.walletType, 'margin_release', metadata, context);
+    const statements = [markOrderClosedSql(order.id, { closePrice: closePrice.toFixed(), profit: profit.toFixed(2), closeReason: reason, operationId }), change.statement];
+    if (withValuation) statements.push(openOrdersOfWalletSql(literal(order.walletId)));
+    const [closedResult, changed, positions] = await queryBatch(statements);
+    const closedRaw = closedResult!.rows[0] as Record<string, unknown> | undefined;
+    if (!closedRaw) throw notOpen();
+    const closedRow = camelRow<OrderRow>(closedRaw);
+    const wallet: WalletChangeRow = await change.finish(trx, changed!.rows[0] as Record<string, unknown> | undefined);
+    const valuation = positions ? this.valuationOfRows(positions.rows as Record<string, unknown>[]).get(order.walletId) : undefined;
     const event: OrderClosedEvent = {
       orderId: order.id, userId: order.userId, walletId: order.walletId, walletType: order.walletType, symbol: order.symbol, side: order.side,
       volume: volume.toFixed(2), profit: profit.toFixed(2), closePrice: formatFixed(closePrice, order.digits), closeReason: reason, operationId, log,
     };
     for (const hook of this.closeHooks) await hook(trx, event);
     log.info({ orderId: order.id, closeReason: reason, closePrice: event.closePrice, profit: event.profit }, 'order closed');
-    return { order: closedRow, wallet };
+    return { order: closedRow, wallet, valuation };
   }
 
   /**

@@ -26,6 +26,25 @@ export async function insertOrder(trx: Trx, values: Insertable<OrdersTable>): Pr
   return trx.insertInto('orders').values(values).returningAll().executeTakeFirstOrThrow();
 }
 
+/** insertOrder as SQL text with its values inlined (to share a round trip). */
+export function insertOrderSql(values: Insertable<OrdersTable>): string {
+  return inlineQuery((db) => db.insertInto('orders').values(values).returningAll());
+}
+
+/** lockOrder as SQL text with its values inlined; only when `guard` (SQL) holds. */
+export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): string {
+  return inlineQuery((db) => db.selectFrom('orders').selectAll().where('id', '=', orderId).where('userId', '=', userId)
+    .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
+}
+
+/** markOrderClosed as SQL text with its values inlined. */
+export function markOrderClosedSql(orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): string {
+  return inlineQuery((db) => db.updateTable('orders')
+    .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
+    .where('id', '=', orderId).where('status', '=', 'open')
+    .returningAll());
+}
+
 /** Locks one order (of one user, when given): the first lock of every order use case. */
 export async function lockOrder(trx: Trx, orderId: string, userId?: string): Promise<OrderRow | undefined> {
   let q = trx.selectFrom('orders').selectAll().where('id', '=', orderId);

@@ -11,7 +11,7 @@ import type { AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 import { sql } from 'kysely';
-import { applyWalletChangeWithCompensation, toWalletChangeRow, walletChangeSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
+import { toWalletChangeRow, walletChangeSql, walletChangeWithCompensationSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
 import type { Valuation } from './wallet.service.js';
 
 /** The transaction types of API.md that a single-wallet entry can carry. */
@@ -83,6 +83,16 @@ function logChange(log: AppLogger, operation: string, operationId: string, userI
   });
 }
 
+/**
+ * A wallet change in two halves: the statement (SQL, values inlined) and what turns its
+ * row (as node-postgres or Kysely returns it) into the result, with the checks and the
+ * `logger.financial` line.
+ */
+export interface WalletChangePlan<T> {
+  statement: string;
+  finish(trx: Trx, raw: Record<string, unknown> | undefined, valuation?: Valuation): Promise<T>;
+}
+
 const text = (v: string | Decimal | undefined) => (v === undefined ? '0' : new Decimal(v).toFixed());
 
 export class FinancialService {
@@ -119,7 +129,11 @@ export class FinancialService {
     metadata: Record<string, unknown> | null = null,
     context: FinancialContext,
   ): Promise<WalletChangeRow> {
-    const plan = this.planCombinedOperation(userId, deltas, walletType, operationType, metadata, context);
+    return this.perform(this.planCombinedOperation(userId, deltas, walletType, operationType, metadata, context), operationType, context);
+  }
+
+  /** Runs a planned change in the caller's transaction, or in its own. */
+  private async perform<T>(plan: WalletChangePlan<T>, operationType: OperationType, context: FinancialContext): Promise<T> {
     const run = async (trx: Trx) => {
       const { rows } = await sql.raw<Record<string, unknown>>(plan.statement).execute(trx);
       // Through Kysely the row is camelCase already; toWalletChangeRow leaves it so.
@@ -144,7 +158,7 @@ export class FinancialService {
     metadata: Record<string, unknown> | null,
     context: Omit<FinancialContext, 'trx'>,
     guard = 'TRUE',
-  ): { statement: string; finish(trx: Trx, raw: Record<string, unknown> | undefined, valuation?: Valuation): Promise<WalletChangeRow> } {
+  ): WalletChangePlan<WalletChangeRow> {
     const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
     const balanceDelta = new Decimal(d.balance);
     // Money leaving (or margin reserved) must be covered by balance - margin.
@@ -182,9 +196,23 @@ export class FinancialService {
     metadata: Record<string, unknown> | null = null,
     context: FinancialContext,
   ): Promise<ProtectedWalletChangeRow> {
-    const run = async (trx: Trx) => {
-      const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
-      const row = await applyWalletChangeWithCompensation(trx, userId, walletType, d, postingFor(operationType, walletType, context, metadata), { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
+    return this.perform(this.planProtectedOperation(userId, deltas, walletType, operationType, metadata, context), operationType, context);
+  }
+
+  /** performProtectedOperation in two halves, like planCombinedOperation. */
+  planProtectedOperation(
+    userId: string,
+    deltas: CombinedDeltas,
+    walletType: WalletType,
+    operationType: OperationType,
+    metadata: Record<string, unknown> | null,
+    context: Omit<FinancialContext, 'trx'>,
+  ): WalletChangePlan<ProtectedWalletChangeRow> {
+    const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
+    const statement = walletChangeWithCompensationSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata),
+      { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
+    const finish = async (_trx: Trx, raw: Record<string, unknown> | undefined) => {
+      const row = toWalletChangeRow<ProtectedWalletChangeRow>(raw);
       if (!row) throw new NotFoundError('Wallet');
       const log = context.log ?? this.log;
       logChange(log, operationType, context.operationId, userId, walletType, d, row, metadata);
@@ -202,7 +230,7 @@ export class FinancialService {
       }
       return row;
     };
-    if (context.trx) return run(context.trx);
-    return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
+    return { statement, finish };
   }
+
 }

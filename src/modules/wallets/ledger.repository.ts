@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { WalletRow, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
-import { camelRow, inlineSql } from '../../platform/db/inline.js';
+import { camelRow, inlineQuery, inlineSql } from '../../platform/db/inline.js';
 
 export interface PostingInfo {
   type: string;
@@ -92,9 +92,15 @@ export function walletChangeSql(
   `);
 }
 
-/** The row of `walletChangeSql` as node-postgres returns it (snake_case), in the app's names. */
-export function toWalletChangeRow(raw: Record<string, unknown> | undefined): WalletChangeRow | undefined {
-  return raw ? camelRow<WalletChangeRow>(raw) : undefined;
+/** The row of `walletChangeSql` (or `walletChangeWithCompensationSql`) as node-postgres returns it, in the app's names. */
+export function toWalletChangeRow<T extends WalletChangeRow = WalletChangeRow>(raw: Record<string, unknown> | undefined): T | undefined {
+  return raw ? camelRow<T>(raw) : undefined;
+}
+
+/** Locks the user's wallet of `type` (SELECT … FOR UPDATE), as SQL text; only when `guard` holds. */
+export function lockWalletSql(userId: string, type: WalletType, guard = 'TRUE'): string {
+  return inlineQuery((db) => db.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type)
+    .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 
 /** One wallet of a transfer as `transferSql` returns it. */
@@ -206,25 +212,24 @@ export interface ProtectedWalletChangeRow extends WalletChangeRow {
 }
 
 /**
- * applyWalletChange with negative balance protection (API.md, Trading): a debit larger
+ * walletChangeSql with negative balance protection (API.md, Trading): a debit larger
  * than the balance leaves the balance at 0.00 instead of below it. The debit's entry
  * shows its full amount, with the negative intermediate balance as its balanceAfter;
  * a second entry credits the shortfall from the house account `compensation.houseAccount`
  * (balanceAfter 0.00). Both entries sum to zero, and everything is one statement that
  * locks the wallet row, so the wallet never goes below 0.00, not even for a moment.
  */
-export async function applyWalletChangeWithCompensation(
-  trx: Trx,
+export function walletChangeWithCompensationSql(
   userId: string,
   walletType: WalletType,
   deltas: WalletDeltas,
   posting: PostingInfo,
   compensation: { type: string; houseAccount: string },
-): Promise<ProtectedWalletChangeRow | undefined> {
+): string {
   const p = posting;
   const withPosting = deltas.balance !== '0';
   const metadata = p.metadata ? JSON.stringify(p.metadata) : null;
-  const { rows } = await sql<ProtectedWalletChangeRow>`
+  return inlineSql(sql`
     WITH o AS (
       SELECT id, balance AS old_balance FROM wallets WHERE user_id = ${userId} AND type = ${walletType} FOR UPDATE
     ), w AS (
@@ -258,6 +263,5 @@ export async function applyWalletChangeWithCompensation(
            (SELECT p.created_at FROM p WHERE p.wallet_id IS NOT NULL AND p.type = ${p.type}) AS posting_created_at,
            (SELECT p.id FROM p WHERE p.wallet_id IS NOT NULL AND p.type = ${compensation.type}) AS compensation_posting_id
     FROM w
-  `.execute(trx);
-  return rows[0];
+  `);
 }

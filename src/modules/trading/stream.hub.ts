@@ -224,9 +224,13 @@ export class StreamHub implements AccountEvents {
     if (set?.size === 0) this.byUser.delete(s.userId);
   }
 
-  private send(s: Session, text: string): void {
+  /**
+   * A Buffer is sent as a text frame as is: a push encodes its JSON to UTF-8 once for all
+   * the sessions that share it, not once per socket.
+   */
+  private send(s: Session, data: string | Buffer): void {
     if (s.closed || s.socket.readyState !== 1 /* OPEN */) return;
-    s.socket.send(text);
+    s.socket.send(data, { binary: false });
   }
 
   // --- resynchronisation -------------------------------------------------------------
@@ -242,12 +246,12 @@ export class StreamHub implements AccountEvents {
     const seq = this.quotes.seq;
     const now = Date.now();
     const all = this.quotes.list();
-    const texts = new Map<string, string>();
+    const texts = new Map<string, Buffer>();
     for (const s of this.sessions) {
       let text = texts.get(s.subKey);
       if (text === undefined) {
         const items = s.symbols === undefined ? all : all.filter((q) => s.symbols!.has(q.symbol));
-        text = JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) });
+        text = Buffer.from(JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) }));
         texts.set(s.subKey, text);
       }
       s.lastSeq = seq;
@@ -273,16 +277,16 @@ export class StreamHub implements AccountEvents {
   private push(): void {
     const seq = this.quotes.seq;
     const now = Date.now();
-    const cache = new Map<string, string | null>();
+    const cache = new Map<string, Buffer | null>();
     for (const s of this.sessions) {
       if ((s.lastSeq >= seq && s.forced.size === 0) || now - s.lastPushAt < this.intervalMs) continue;
       if (s.socket.bufferedAmount > MAX_BUFFERED) continue;
-      let text: string | null | undefined;
+      let text: Buffer | null | undefined;
       const key = s.forced.size === 0 ? `${s.subKey}|${s.lastSeq}` : undefined;
       if (key !== undefined) text = cache.get(key);
       if (text === undefined) {
         const items = this.quotes.list().filter((q) => (s.symbols === undefined || s.symbols.has(q.symbol)) && (q.seq > s.lastSeq || s.forced.has(q.symbol)));
-        text = items.length === 0 ? null : JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) });
+        text = items.length === 0 ? null : Buffer.from(JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) }));
         if (key !== undefined) cache.set(key, text);
       }
       s.lastSeq = seq;

@@ -526,7 +526,7 @@ async function main() {
           roundTripsPerOp = segs > 0 ? segs / n : null;
           nestedPerOp = after.nestedCalls / n;
           commitsPerOp = (after.commits - (before?.commits ?? 0)) / n;
-          top = after.statements.map((s) => ({ query: s.query, calls: s.calls, perOp: s.calls / n, meanMs: s.meanMs, totalMs: s.totalMs }));
+          top = after.statements.map((s) => ({ query: s.query, calls: s.calls, perOp: s.calls / n, meanMs: s.meanMs, meanPlanMs: s.meanPlanMs, totalMs: s.totalMs }));
         }
         return { op, rps: o.rps, okRps: o.okRps, requests: o.requests, ok: o.ok, latencyMs: o.latencyMs, statementsPerOp, roundTripsPerOp, nestedPerOp, commitsPerOp, top, cpu: undefined } as ProfileResult;
       });

@@ -190,6 +190,8 @@ export interface StatementStat {
   calls: number;
   totalMs: number;
   meanMs: number;
+  /** Mean planning time (0 unless `pg_stat_statements.track_planning` is on: `--pg pg_stat_statements.track_planning=on`). */
+  meanPlanMs: number;
   rows: number;
 }
 
@@ -205,12 +207,12 @@ export async function resetStatements(url: string): Promise<void> {
 export async function topStatements(url: string, limit = 25): Promise<{ statements: StatementStat[]; totalCalls: number; nestedCalls: number; claims: number; commits: number }> {
   return withClient(url, async (c) => {
     const { rows } = await c.query(
-      `SELECT query, toplevel, calls::bigint AS calls, total_exec_time AS total, mean_exec_time AS mean, rows::bigint AS rows
+      `SELECT query, toplevel, calls::bigint AS calls, total_exec_time AS total, mean_exec_time AS mean, mean_plan_time AS plan, rows::bigint AS rows
        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
        WHERE d.datname = current_database() AND query NOT ILIKE '%pg_stat_statements%' AND query NOT ILIKE '%pg_stat_activity%'
        ORDER BY calls DESC, total_exec_time DESC`,
     );
-    const all = rows.map((r) => ({ toplevel: r.toplevel as boolean, query: String(r.query).replace(/\s+/g, ' ').trim(), calls: Number(r.calls), totalMs: Number(r.total), meanMs: Number(r.mean), rows: Number(r.rows) }));
+    const all = rows.map((r) => ({ toplevel: r.toplevel as boolean, query: String(r.query).replace(/\s+/g, ' ').trim(), calls: Number(r.calls), totalMs: Number(r.total), meanMs: Number(r.mean), meanPlanMs: Number(r.plan), rows: Number(r.rows) }));
     const top = all.filter((x) => x.toplevel);
     const totalCalls = top.reduce((s, x) => s + x.calls, 0);
     const nestedCalls = all.filter((x) => !x.toplevel).reduce((s, x) => s + x.calls, 0);

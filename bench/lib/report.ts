@@ -49,7 +49,7 @@ export interface ProfileResult {
   nestedPerOp: number | null;
   commitsPerOp: number | null;
   cpu: CpuUse | undefined;
-  top: { query: string; calls: number; perOp: number; meanMs: number; totalMs: number }[];
+  top: { query: string; calls: number; perOp: number; meanMs: number; meanPlanMs: number; totalMs: number }[];
 }
 
 export interface BenchResult {
@@ -333,7 +333,7 @@ export function html(r: BenchResult): string {
     ...[...r.pairsA, ...r.pairsB].map((p) => `<h3>Per operation: ${esc(p.api.label)}</h3>${htmlTable(opHead, opRows(p.api.perOp))}`),
     r.profile.length ? `<h2>Profile: statements per operation</h2><p>Statements = top-level statements per operation (pg_stat_statements, BEGIN/COMMIT included, background work of the server included), per idempotency-key claim. Each is a round trip unless several are sent in one simple-protocol query. Round trips are counted on the wire: data-carrying TCP segments the server's pool connections sent to PostgreSQL (ss -tin data_segs_out), per claim.</p>${htmlTable(['operation', 'ok req/s', 'p50 ms', 'p99 ms', 'round trips/op', 'statements/op', 'nested statements/op', 'commits/op', CPU_HEAD],
       r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu)]))}` : '',
-    ...r.profile.map((p) => `<h3>${esc(p.op)}: top statements</h3>${htmlTable(['calls/op', 'mean ms', 'total ms', 'statement'], p.top.map((t) => [r2(t.perOp), Math.round(t.meanMs * 1000) / 1000, Math.round(t.totalMs), t.query.slice(0, 300)]))}`),
+    ...r.profile.map((p) => `<h3>${esc(p.op)}: top statements</h3>${htmlTable(['calls/op', 'mean ms', 'mean plan ms', 'total ms', 'statement'], p.top.map((t) => [r2(t.perOp), Math.round(t.meanMs * 1000) / 1000, Math.round(t.meanPlanMs * 1000) / 1000, Math.round(t.totalMs), t.query.slice(0, 300)]))}`),
     r.sqlCeilings.length ? `<h2>Database-side ceilings</h2><p>pgbench running the deposit's own SQL against the trading database with the same clients: what the database allows for the current statement sequence and for one statement per deposit.</p>${htmlTable(['script', 'description', 'tps', 'avg ms', 'failed', '÷ pgbench -N', CPU_HEAD], r.sqlCeilings.map((c) => [c.script, c.description, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu)]))}` : '',
     r.sweep.length ? `<h2>Rising load</h2><p>wrk is closed-loop and wrk2 is not in Debian's archive, so rising connection counts stand in for rising rates.</p>${htmlTable(['connections', 'money req/s', 'all req/s', 'worst money p50 ms', 'worst money p99 ms', 'errors', CPU_HEAD], r.sweep.map((s) => [s.connections, r1(s.moneyRps), r1(s.rps), s.worstMoneyP50Ms, s.worstMoneyP99Ms, s.errors, cpuText(s.cpu)]))}` : '',
     sweep,

@@ -11,7 +11,8 @@ import { pgErrorToDomain } from './db/pg-errors.js';
 import { DomainError } from './errors.js';
 import type { AppLogger } from './logger.js';
 import type pg from 'pg';
-import { literal, type TransactionContext, type TransactionOptions, type TransactionService } from './transaction.service.js';
+import { preparedSql } from './db/inline.js';
+import type { TransactionContext, TransactionOptions, TransactionService } from './transaction.service.js';
 
 export interface IdempotencyKey {
   userId: string;
@@ -87,13 +88,12 @@ export class IdempotencyService {
    * expired one taken over — or the completed one found.
    */
   private claimSql(k: IdempotencyKey): string {
-    const user = literal(k.userId);
-    const key = literal(k.key);
-    return `
-      WITH l AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${literal(`${k.userId}:${k.key}`)}, 0)) AS ok),
+    return preparedSql(sql`
+      WITH l AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${`${k.userId}:${k.key}`}::text, 0)) AS ok),
       ins AS (
         INSERT INTO idempotency_keys (user_id, key, method, path, request_hash, status, expires_at)
-        SELECT ${user}, ${key}, ${literal(k.method)}, ${literal(k.path)}, ${literal(k.requestHash)}, 'processing', now() + interval '${Math.trunc(this.ttlHours)} hours'
+        SELECT ${k.userId}::bigint, ${k.key}::text, ${k.method}::text, ${k.path}::text, ${k.requestHash}::text, 'processing',
+               now() + make_interval(hours => ${Math.trunc(this.ttlHours)}::int)
         FROM l WHERE l.ok
         ON CONFLICT (user_id, key) DO UPDATE
           SET method = EXCLUDED.method, path = EXCLUDED.path, request_hash = EXCLUDED.request_hash,
@@ -105,7 +105,7 @@ export class IdempotencyService {
       SELECT l.ok AS locked, EXISTS (SELECT 1 FROM ins) AS inserted,
              set_config('idempotency.claimed', CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 'on' ELSE 'off' END, true) AS claimed,
              k.request_hash, k.response_status, k.response_body
-      FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${user} AND k.key = ${key} AND k.status = 'completed'`;
+      FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${k.userId}::bigint AND k.key = ${k.key}::text AND k.status = 'completed'`);
   }
 
   private judgeClaim(row: ClaimRow, k: IdempotencyKey): { isExisting: boolean; record?: StoredResponse } {
@@ -124,8 +124,9 @@ export class IdempotencyService {
   }
 
   private completeSql(k: IdempotencyKey, response: StoredResponse): string {
-    return `UPDATE idempotency_keys SET status = 'completed', response_status = ${Math.trunc(response.status)}, response_body = ${literal(response.body)}
-      WHERE user_id = ${literal(k.userId)} AND key = ${literal(k.key)}`;
+    return preparedSql(sql`
+      UPDATE idempotency_keys SET status = 'completed', response_status = ${Math.trunc(response.status)}::int, response_body = ${response.body}::text
+      WHERE user_id = ${k.userId}::bigint AND key = ${k.key}::text`);
   }
 
   /** Stores the response of a completed operation, in its transaction. */

@@ -8,6 +8,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { Kysely, PostgresDialect, CamelCasePlugin, type IsolationLevel } from 'kysely';
 import pg from 'pg';
 import type { Trx } from './db/database.js';
+import { preparationsFor } from './db/inline.js';
 import type { Database } from './db/schema.js';
 import type { UserRow } from './db/schema.js';
 import { NotFoundError, ServiceUnavailableError } from './errors.js';
@@ -92,8 +93,68 @@ export { literal } from './db/inline.js';
 export async function queryBatch(statements: string[]): Promise<pg.QueryResult[]> {
   const tx = running.getStore();
   if (!tx) throw new Error('queryBatch outside a transaction');
-  const result = (await tx.client.query(statements.join(';\n'))) as unknown as pg.QueryResult | pg.QueryResult[];
-  return Array.isArray(result) ? result : [result];
+  return send(tx.client, statements.join(';\n'));
+}
+
+/** The prepared statements (db/inline.ts) a connection has; `uncertain` after a failed PREPARE batch. */
+interface PreparedState {
+  done: Set<string>;
+  uncertain: boolean;
+}
+
+const preparedBy = new WeakMap<pg.ClientBase, PreparedState>();
+
+function preparedOf(client: pg.ClientBase): PreparedState {
+  let state = preparedBy.get(client);
+  if (!state) {
+    state = { done: new Set(), uncertain: false };
+    preparedBy.set(client, state);
+  }
+  return state;
+}
+
+/**
+ * Sends a simple query (one or more statements), preceded in the same round trip by
+ * the PREPAREs its `EXECUTE`s need on this connection. Returns one result per
+ * statement of `text`.
+ */
+async function send(client: pg.ClientBase, text: string): Promise<pg.QueryResult[]> {
+  const state = preparedOf(client);
+  const need = preparationsFor(text, state.done);
+  let result: pg.QueryResult | pg.QueryResult[];
+  try {
+    result = (await client.query(need.names.length > 0 ? `${need.sql};\n${text}` : text)) as unknown as pg.QueryResult | pg.QueryResult[];
+  } catch (err) {
+    // Which PREPAREs ran is unknown (they outlive a rollback): resynchronised after it.
+    if (need.names.length > 0) state.uncertain = true;
+    throw err;
+  }
+  for (const name of need.names) state.done.add(name);
+  const all = Array.isArray(result) ? result : [result];
+  return all.slice(need.names.length);
+}
+
+/** Prepares (in a round trip of their own) what a single parameterised query needs. */
+async function prepareFor(client: pg.ClientBase, text: string): Promise<void> {
+  const state = preparedOf(client);
+  const need = preparationsFor(text, state.done);
+  if (need.names.length === 0) return;
+  try {
+    await client.query(need.sql);
+  } catch (err) {
+    state.uncertain = true;
+    throw err;
+  }
+  for (const name of need.names) state.done.add(name);
+}
+
+/** After a failure: what the connection really has prepared. */
+async function resyncPrepared(client: pg.ClientBase): Promise<void> {
+  const state = preparedOf(client);
+  if (!state.uncertain) return;
+  const { rows } = await client.query<{ name: string }>('SELECT name FROM pg_prepared_statements');
+  state.done = new Set(rows.map((r) => r.name));
+  state.uncertain = false;
 }
 
 export interface TransactionOptions {
@@ -152,7 +213,11 @@ export class TransactionService {
         if (!client) throw new Error('transaction query outside its transaction');
         let w = wrappers.get(client);
         if (!w) {
-          w = { query: client.query.bind(client) as pg.PoolClient['query'], release: () => undefined };
+          const query = async (text: string, values?: unknown[]) => {
+            await prepareFor(client, text);
+            return client.query(text, values);
+          };
+          w = { query: query as unknown as pg.PoolClient['query'], release: () => undefined };
           wrappers.set(client, w);
         }
         return w;
@@ -229,7 +294,7 @@ export class TransactionService {
       let results: pg.QueryResult[] = [];
       let preludeError: unknown;
       try {
-        results = (await client.query(begin)) as unknown as pg.QueryResult[];
+        results = await send(client, begin);
       } catch (err) {
         if (!options.tolerantPrelude || !options.prelude) throw err;
         preludeError = err;
@@ -239,14 +304,16 @@ export class TransactionService {
         prelude: results.slice(3), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
       };
       const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
-      const done = (await client.query(`${queued.map((q) => `${q}; `).join('')}COMMIT`)) as unknown as pg.QueryResult | pg.QueryResult[];
-      const last = Array.isArray(done) ? done[done.length - 1]! : done;
+      const done = await send(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);
+      const last = done[done.length - 1]!;
       // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
       if (last.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
+      await resyncPrepared(client); // only after a PREPARE batch that failed (a tolerated prelude error)
       return result;
     } catch (err) {
       // Without a transaction in progress ROLLBACK only warns; if it fails the connection is gone.
       await client.query('ROLLBACK').catch((e: Error) => { discard = e; });
+      if (!discard) await resyncPrepared(client).catch((e: Error) => { discard = e; });
       throw err;
     } finally {
       client.release(discard);

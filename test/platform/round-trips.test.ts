@@ -8,6 +8,9 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdempotencyService } from '../../src/platform/idempotency.service.js';
+import { createDatabase } from '../../src/platform/db/database.js';
+import { createLogger } from '../../src/platform/logger.js';
+import { TransactionService } from '../../src/platform/transaction.service.js';
 import { literal } from '../../src/platform/db/inline.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { makeAdmin, place, setQuote } from '../trading/helpers.js';
@@ -174,5 +177,45 @@ describe('statements sent with the idempotency claim', () => {
       .rejects.toMatchObject({ code: '22012' });
     const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM idempotency_keys WHERE user_id = ${u.user.id} AND key = ${k.key}`.execute(t.database.db);
     expect(rows[0]!.n).toBe('0');
+  });
+});
+
+describe('prepared statements', () => {
+  const log = createLogger({ level: 'silent' });
+  const onePool = () => createDatabase((t.database.pool.options as { connectionString: string }).connectionString, { max: 1, min: 0, acquireTimeoutMs: 10_000, idleTimeoutMs: 60_000 });
+  const ok = async () => ({ status: 201, data: { ok: true } });
+
+  it('are prepared once per connection, in the round trip that first needs them', async () => {
+    const one = onePool();
+    try {
+      const idem = new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24);
+      const u = await registerUser(t.app);
+      const key = () => IdempotencyService.generateKey(u.user.id, newKey(), 'POST', '/test/prepared', 'h');
+      const a = await roundTrips(() => idem.execute(key(), ok));
+      expect(a.count).toBe(2);
+      expect(a.texts[0]).toMatch(/^PREPARE s_[0-9a-f]{20} AS [\s\S]*BEGIN[\s\S]*EXECUTE s_/);
+      expect(a.texts[1]).toMatch(/^PREPARE s_[0-9a-f]{20} AS\s+UPDATE idempotency_keys[\s\S]*EXECUTE s_[\s\S]*COMMIT$/);
+      const b = await roundTrips(() => idem.execute(key(), ok));
+      expect(b.count).toBe(2);
+      expect(b.texts.join('\n')).not.toMatch(/PREPARE/);
+    } finally {
+      await one.close();
+    }
+  });
+
+  it('after a failed batch the connection learns what it has prepared, and goes on working', async () => {
+    const one = onePool();
+    try {
+      const idem = new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24);
+      const u = await registerUser(t.app);
+      const key = () => IdempotencyService.generateKey(u.user.id, newKey(), 'POST', '/test/prepared', 'h');
+      // The claim's PREPARE travels in the batch that then fails.
+      await expect(idem.execute(key(), ok, { first: 'SELECT 1 / 0' })).rejects.toMatchObject({ code: '22012' });
+      const next = await roundTrips(async () => expect(await idem.execute(key(), ok)).toMatchObject({ status: 201, replayed: false }));
+      expect(next.texts[0]).not.toMatch(/PREPARE/); // the claim survived the rollback and is known again
+      expect(next.texts[0]).toMatch(/EXECUTE s_/);
+    } finally {
+      await one.close();
+    }
   });
 });

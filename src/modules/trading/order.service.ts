@@ -7,7 +7,7 @@
  */
 import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
-import { camelRow, literal } from '../../platform/db/inline.js';
+import { camelRow } from '../../platform/db/inline.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
@@ -208,8 +208,7 @@ export class OrderService {
    */
   async placeOrder(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
     let opened: { order: OrderRow; wallet: WalletChangeRow } | undefined;
-    const walletOf = `(SELECT id FROM wallets WHERE user_id = ${literal(ctx.userId)} AND type = ${literal(input.walletType)} AND ${IdempotencyService.CLAIMED})`;
-    const first = `${lockWalletSql(ctx.userId, input.walletType, IdempotencyService.CLAIMED)}; ${openOrdersOfWalletSql(walletOf)}`;
+    const first = `${lockWalletSql(ctx.userId, input.walletType, IdempotencyService.CLAIMED)}; ${openOrdersOfWalletSql({ userId: ctx.userId, type: input.walletType, guard: IdempotencyService.CLAIMED })}`;
     const outcome = await this.idempotency.execute(key, async (trx, locked) => {
       opened = undefined;
       const inst = this.instruments.get(input.symbol);
@@ -333,7 +332,7 @@ export class OrderService {
         ? this.financial.planCombinedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_profit', metadata, context)
         : this.financial.planCombinedOperation(order.userId, { margin }, order.walletType, 'margin_release', metadata, context);
     const statements = [markOrderClosedSql(order.id, { closePrice: closePrice.toFixed(), profit: profit.toFixed(2), closeReason: reason, operationId }), change.statement];
-    if (withValuation) statements.push(openOrdersOfWalletSql(literal(order.walletId)));
+    if (withValuation) statements.push(openOrdersOfWalletSql({ walletId: order.walletId }));
     const [closedResult, changed, positions] = await queryBatch(statements);
     const closedRaw = closedResult!.rows[0] as Record<string, unknown> | undefined;
     if (!closedRaw) throw notOpen();

@@ -3,7 +3,7 @@ import { sql, type Insertable } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { CloseReason, OrderRow, OrdersTable, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
-import { inlineQuery, literal } from '../../platform/db/inline.js';
+import { literal, preparedQuery } from '../../platform/db/inline.js';
 import { runBeforeCommit } from '../../platform/transaction.service.js';
 
 // --- quotes -----------------------------------------------------------------
@@ -28,18 +28,18 @@ export async function insertOrder(trx: Trx, values: Insertable<OrdersTable>): Pr
 
 /** insertOrder as SQL text with its values inlined (to share a round trip). */
 export function insertOrderSql(values: Insertable<OrdersTable>): string {
-  return inlineQuery((db) => db.insertInto('orders').values(values).returningAll());
+  return preparedQuery((db) => db.insertInto('orders').values(values).returningAll());
 }
 
 /** lockOrder as SQL text with its values inlined; only when `guard` (SQL) holds. */
 export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): string {
-  return inlineQuery((db) => db.selectFrom('orders').selectAll().where('id', '=', orderId).where('userId', '=', userId)
+  return preparedQuery((db) => db.selectFrom('orders').selectAll().where('id', '=', orderId).where('userId', '=', userId)
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 
 /** markOrderClosed as SQL text with its values inlined. */
 export function markOrderClosedSql(orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): string {
-  return inlineQuery((db) => db.updateTable('orders')
+  return preparedQuery((db) => db.updateTable('orders')
     .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
     .where('id', '=', orderId).where('status', '=', 'open')
     .returningAll());
@@ -89,12 +89,17 @@ export type OpenOrderRow = Pick<OrderRow, 'id' | 'userId' | 'walletId' | 'wallet
 const OPEN_COLUMNS = ['id', 'userId', 'walletId', 'walletType', 'symbol', 'side', 'volume', 'contractSize', 'digits', 'openPrice', 'margin', 'stopLoss', 'takeProfit', 'openedAt'] as const;
 
 /**
- * The open orders of the wallet `walletIdSql` (an SQL expression) names, as SQL text
- * with values inlined, to travel in another statement's round trip.
+ * The open orders of one wallet, to travel in another statement's round trip (a
+ * prepared statement's `EXECUTE`). `of` names the wallet by id, or by user and type,
+ * then only when it has margin and `guard` (SQL) holds.
  */
-export function openOrdersOfWalletSql(walletIdSql: string): string {
-  return inlineQuery((db) => db.selectFrom('orders').select(OPEN_COLUMNS)
-    .where('walletId', '=', sql.raw<string>(walletIdSql)).where('status', '=', 'open'));
+export function openOrdersOfWalletSql(of: { walletId: string } | { userId: string; type: WalletType; guard: string }): string {
+  return preparedQuery((db) => {
+    const q = db.selectFrom('orders').select(OPEN_COLUMNS).where('status', '=', 'open');
+    if ('walletId' in of) return q.where('walletId', '=', of.walletId);
+    return q.where('walletId', '=', (eb) => eb.selectFrom('wallets').select('id')
+      .where('userId', '=', of.userId).where('type', '=', of.type).where('margin', '>', '0').where(sql<boolean>`${sql.raw(of.guard)}`));
+  });
 }
 
 /** Open orders of some wallets, oldest first (a plain read). */

@@ -91,7 +91,7 @@ export class Trading {
       : undefined;
 
     deps.wallets.valuation = (d, ids) => this.orders.valuation(d, ids);
-    deps.wallets.valuationQuery = { sql: openOrdersOfWalletSql, fromRows: (rows) => this.orders.valuationOfRows(rows) };
+    deps.wallets.valuationQuery = { sql: (userId, type, guard) => openOrdersOfWalletSql({ userId, type, guard }), fromRows: (rows) => this.orders.valuationOfRows(rows) };
     deps.financial.freeMarginCheck = (trx, row, valuation) => this.orders.freeMarginCheck(trx, row, valuation);
     deps.admin.marginCheck = (d) => this.orders.marginCheck(d);
     deps.userCache.listeners.push((userId) => void this.streams.recheckUser(userId));

@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { WalletRow, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
-import { camelRow, inlineQuery, inlineSql } from '../../platform/db/inline.js';
+import { camelRow, preparedQuery, preparedSql } from '../../platform/db/inline.js';
 
 export interface PostingInfo {
   type: string;
@@ -48,7 +48,8 @@ export interface WalletDeltas {
  * `guard` (SQL) is one more condition: the statement changes nothing unless it holds
  * (the idempotency claim, when the statement travels with it).
  *
- * Returned as SQL text with its values inlined, so it can share a round trip.
+ * Returned as `EXECUTE` of a statement prepared per connection, with its values inlined,
+ * so it can share a round trip.
  */
 export function walletChangeSql(
   userId: string,
@@ -60,7 +61,7 @@ export function walletChangeSql(
 ): string {
   const p = posting;
   const withPosting = p !== undefined && deltas.balance !== '0';
-  return inlineSql(sql`
+  return preparedSql(sql`
     WITH w AS (
       UPDATE wallets
       SET balance = balance + ${deltas.balance}::numeric,
@@ -99,7 +100,7 @@ export function toWalletChangeRow<T extends WalletChangeRow = WalletChangeRow>(r
 
 /** Locks the user's wallet of `type` (SELECT … FOR UPDATE), as SQL text; only when `guard` holds. */
 export function lockWalletSql(userId: string, type: WalletType, guard = 'TRUE'): string {
-  return inlineQuery((db) => db.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type)
+  return preparedQuery((db) => db.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type)
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 
@@ -130,7 +131,7 @@ export interface TransferRow {
  * unless `guard` (SQL) holds.
  */
 export function transferSql(fromUserId: string, toAccountNumber: string, walletType: WalletType, amount: string, operationId: string, note: string | null, guard = 'TRUE'): string {
-  return inlineSql(sql`
+  return preparedSql(sql`
     WITH locked AS (
       SELECT w.id, w.user_id, u.account_number, w.balance, w.margin
       FROM wallets w JOIN users u ON u.id = w.user_id
@@ -229,7 +230,7 @@ export function walletChangeWithCompensationSql(
   const p = posting;
   const withPosting = deltas.balance !== '0';
   const metadata = p.metadata ? JSON.stringify(p.metadata) : null;
-  return inlineSql(sql`
+  return preparedSql(sql`
     WITH o AS (
       SELECT id, balance AS old_balance FROM wallets WHERE user_id = ${userId} AND type = ${walletType} FOR UPDATE
     ), w AS (

@@ -8,7 +8,7 @@ import type { PostingRow, WalletRow, WalletType } from '../../platform/db/schema
 import { DomainError, InsufficientFundsError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { IdempotencyService, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
-import { camelRow, literal } from '../../platform/db/inline.js';
+import { camelRow } from '../../platform/db/inline.js';
 import type pg from 'pg';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatMoney, ZERO } from '../../platform/money.js';
@@ -26,11 +26,11 @@ export type ValuationProvider = (db: Db | Trx, walletIds: string[]) => Promise<M
 
 /**
  * The same valuation in two halves, for a money operation's first round trip: `sql`
- * selects the open orders of the wallet `walletIdSql` (an SQL expression) names,
- * `fromRows` values the rows it returned (as node-postgres gives them).
+ * selects the open orders of the user's wallet of `type` when it has margin and
+ * `guard` (SQL) holds, `fromRows` values the rows it returned (as node-postgres gives them).
  */
 export interface ValuationQuery {
-  sql(walletIdSql: string): string;
+  sql(userId: string, type: WalletType, guard: string): string;
   fromRows(rows: Record<string, unknown>[]): Map<string, Valuation>;
 }
 
@@ -171,7 +171,7 @@ export class WalletService {
    */
   private positionsSql(userId: string, type: WalletType): string {
     if (!this.valuationQuery) return 'SELECT NULL AS none WHERE FALSE';
-    return this.valuationQuery.sql(`(SELECT id FROM wallets WHERE user_id = ${literal(userId)} AND type = ${literal(type)} AND margin > 0 AND ${IdempotencyService.CLAIMED})`);
+    return this.valuationQuery.sql(userId, type, IdempotencyService.CLAIMED);
   }
 
   private positionsOf(result: pg.QueryResult | undefined, walletId: string): Valuation | undefined {

@@ -290,6 +290,9 @@ export class TransactionService {
     try {
       const begin = `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
         + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`
+        // The prepared statements (db/inline.ts) are single-row index lookups and writes:
+        // their generic plan is the right one, so they are never planned again.
+        + ' SET LOCAL plan_cache_mode = force_generic_plan;'
         + (options.prelude ? ` ${options.prelude}` : '');
       let results: pg.QueryResult[] = [];
       let preludeError: unknown;
@@ -301,7 +304,7 @@ export class TransactionService {
       }
       const queued: string[] = [];
       const ctx: TransactionContext = {
-        prelude: results.slice(3), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
+        prelude: results.slice(4), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
       };
       const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
       const done = await send(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);

@@ -10,7 +10,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { IdempotencyService } from '../../src/platform/idempotency.service.js';
 import { createDatabase } from '../../src/platform/db/database.js';
 import { createLogger } from '../../src/platform/logger.js';
-import { TransactionService } from '../../src/platform/transaction.service.js';
+import { queryBatch, TransactionService } from '../../src/platform/transaction.service.js';
+import { openOrdersOfWalletSql } from '../../src/modules/trading/trading.repository.js';
+import { lockWalletSql, transferSql, walletChangeSql } from '../../src/modules/wallets/ledger.repository.js';
 import { literal } from '../../src/platform/db/inline.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { makeAdmin, place, setQuote } from '../trading/helpers.js';
@@ -217,5 +219,28 @@ describe('prepared statements', () => {
     } finally {
       await one.close();
     }
+  });
+});
+
+describe('generic plans of the prepared statements', () => {
+  it('use the indexes: the open orders of a wallet through the partial index, the wallet by (user, type)', async () => {
+    // Sequential scans off: on the tests' small tables they can be cheaper; what matters is
+    // whether the generic plan can use the index at all.
+    const explain = (statement: string) => t.services.tx.executeWithRetry(async () => {
+      const [, r] = await queryBatch(['SET LOCAL enable_seqscan = off', `EXPLAIN ${statement}`]);
+      return r!.rows.map((x) => (x as Record<string, string>)['QUERY PLAN']).join('\n');
+    });
+    const byUser = await explain(openOrdersOfWalletSql({ userId: '1', type: 'live', guard: 'TRUE' }));
+    expect(byUser).toMatch(/orders_open_wallet_idx/);
+    expect(byUser).toMatch(/wallets_user_type_key/);
+    expect(byUser).not.toMatch(/Seq Scan/);
+    expect(await explain(openOrdersOfWalletSql({ walletId: '1' }))).toMatch(/orders_open_wallet_idx/);
+    expect(await explain(lockWalletSql('1', 'live'))).toMatch(/wallets_user_type_key/);
+    const transfer = await explain(transferSql('1', '8000000001', 'live', '1.00', 'op-explain', null));
+    expect(transfer).toMatch(/users_account_number_key/);
+    expect(transfer).not.toMatch(/Seq Scan on (wallets|users)/);
+    const change = await explain(walletChangeSql('1', 'live', { balance: '1.00', margin: '0', profit: '0' }, { type: 'deposit', houseAccount: 'deposit_gateway', operationId: 'op-explain' }));
+    expect(change).toMatch(/wallets_user_type_key/);
+    expect(change).not.toMatch(/Seq Scan on wallets/);
   });
 });

@@ -41,7 +41,7 @@ export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): s
 export function markOrderClosedSql(orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): string {
   return preparedQuery((db) => db.updateTable('orders')
     .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
-    .where('id', '=', orderId).where('status', '=', 'open')
+    .where('id', '=', orderId).where('status', '=', sql.lit('open'))
     .returningAll());
 }
 
@@ -95,7 +95,9 @@ const OPEN_COLUMNS = ['id', 'userId', 'walletId', 'walletType', 'symbol', 'side'
  */
 export function openOrdersOfWalletSql(of: { walletId: string } | { userId: string; type: WalletType; guard: string }): string {
   return preparedQuery((db) => {
-    const q = db.selectFrom('orders').select(OPEN_COLUMNS).where('status', '=', 'open');
+    // 'open' as a literal, not a parameter: the generic plan of a prepared statement can
+    // use the partial index (WHERE status = 'open') only when it sees the value.
+    const q = db.selectFrom('orders').select(OPEN_COLUMNS).where('status', '=', sql.lit('open'));
     if ('walletId' in of) return q.where('walletId', '=', of.walletId);
     return q.where('walletId', '=', (eb) => eb.selectFrom('wallets').select('id')
       .where('userId', '=', of.userId).where('type', '=', of.type).where('margin', '>', '0').where(sql<boolean>`${sql.raw(of.guard)}`));

@@ -159,18 +159,24 @@ export class IdempotencyService {
    * operation's first statements, guarded by CLAIMED; their results reach `operation`).
    * Then whatever the operation still needs. Last: the stored response and COMMIT (and
    * for a rejection the ROLLBACK TO SAVEPOINT before it). A deposit is two round trips.
+   *
+   * `savepoint: false` spares the subtransaction, for an operation whose business
+   * rejections cannot happen in practice (a deposit: only a missing wallet). Without the
+   * savepoint nothing can be undone selectively, so a rejection is then not stored: the
+   * whole transaction rolls back, the key included, and the error is answered as is.
    */
   async execute(
     k: IdempotencyKey,
     operation: (trx: Trx, first: pg.QueryResult[]) => Promise<OperationResult>,
-    options: TransactionOptions & { log?: AppLogger; first?: string } = {},
+    options: TransactionOptions & { log?: AppLogger; first?: string; savepoint?: boolean } = {},
   ): Promise<IdempotentOutcome> {
-    const { first, ...txOptions } = options;
-    const reject = (ctx: TransactionContext, error: DomainError): IdempotentOutcome => {
+    const { first, savepoint = true, ...txOptions } = options;
+    const reject = (ctx: TransactionContext, error: DomainError, cause: unknown): IdempotentOutcome => {
+      if (!savepoint) throw cause ?? error;
       // The rejection is stored and replayed; everything the operation wrote is undone.
       const response = rejectionResponse(error);
       ctx.discardQueued();
-      ctx.beforeCommit('ROLLBACK TO SAVEPOINT idempotent_operation');
+      if (savepoint) ctx.beforeCommit('ROLLBACK TO SAVEPOINT idempotent_operation');
       ctx.beforeCommit(this.completeSql(k, response));
       return { ...response, replayed: false };
     };
@@ -179,25 +185,25 @@ export class IdempotencyService {
         // One of `first`'s statements failed. They only act once the key is ours, so a
         // storable rejection is stored when the claim did take the key.
         const domain = pgErrorToDomain(ctx.preludeError);
-        if (!domain || !domain.storable) throw ctx.preludeError;
+        if (!domain || !domain.storable || !savepoint) throw ctx.preludeError;
         await sql`ROLLBACK TO SAVEPOINT idempotent_operation`.execute(trx).catch(() => { throw ctx.preludeError; });
         const { rows } = await sql<{ claimed: boolean }>`SELECT ${sql.raw(IdempotencyService.CLAIMED)} AS claimed`.execute(trx);
         if (!rows[0]?.claimed) throw ctx.preludeError;
-        return reject(ctx, domain);
+        return reject(ctx, domain, undefined);
       }
       const existing = this.judgeClaim(ctx.prelude[0]!.rows[0] as ClaimRow, k);
       if (existing.isExisting) return { ...existing.record!, replayed: true };
       try {
-        const result = await operation(trx, ctx.prelude.slice(2));
+        const result = await operation(trx, ctx.prelude.slice(savepoint ? 2 : 1));
         const response = { status: result.status, body: JSON.stringify(result.data) };
         ctx.beforeCommit(this.completeSql(k, response));
         return { ...response, replayed: false };
       } catch (err) {
         const domain = pgErrorToDomain(err);
         if (!domain || !domain.storable) throw err;
-        return reject(ctx, domain);
+        return reject(ctx, domain, err);
       }
-    }, { ...txOptions, prelude: `${this.claimSql(k)}; SAVEPOINT idempotent_operation${first ? `; ${first}` : ''}`, tolerantPrelude: first !== undefined });
+    }, { ...txOptions, prelude: `${this.claimSql(k)}${savepoint ? '; SAVEPOINT idempotent_operation' : ''}${first ? `; ${first}` : ''}`, tolerantPrelude: first !== undefined });
   }
 
   /** Deletes expired keys in batches; returns how many went. */

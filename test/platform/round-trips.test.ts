@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { IdempotencyService } from '../../src/platform/idempotency.service.js';
+import { DomainError } from '../../src/platform/errors.js';
 import { createDatabase } from '../../src/platform/db/database.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { queryBatch, TransactionService } from '../../src/platform/transaction.service.js';
@@ -56,7 +57,8 @@ describe('round trips per money operation', () => {
       expect(r.body.data.wallet.balance).toBe('105.00');
     });
     expect(dep.texts).toHaveLength(2);
-    expect(dep.texts[0]).toMatch(/^BEGIN/);
+    expect(dep.texts[0]).toMatch(/^(PREPARE[\s\S]*)?BEGIN/);
+    expect(dep.texts[0]).not.toMatch(/SAVEPOINT/); // a deposit has nothing to undo selectively
     expect(dep.texts[1]).toMatch(/COMMIT$/);
     const wd = await roundTrips(async () => {
       const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '7.00' }, { token: u.token, key: newKey() });
@@ -64,6 +66,7 @@ describe('round trips per money operation', () => {
       expect(r.body.data.wallet.balance).toBe('98.00');
     });
     expect(wd.count).toBe(2);
+    expect(wd.texts[0]).toMatch(/SAVEPOINT idempotent_operation/);
     const other = await registerUser(t.app);
     const tr = await roundTrips(async () => {
       const r = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: other.user.accountNumber, amount: '3.00' }, { token: u.token, key: newKey() });
@@ -170,6 +173,18 @@ describe('statements sent with the idempotency claim', () => {
     expect(b).toMatchObject({ status: 201, replayed: true, body: '{"balance":"1.00"}' });
     const { rows } = await sql<{ balance: string }>`SELECT balance FROM wallets WHERE user_id = ${u.user.id} AND type = 'live'`.execute(t.database.db);
     expect(rows[0]!.balance).toBe('1.00');
+  });
+
+  it('without a savepoint a rejection is not stored: everything rolls back, the key included', async () => {
+    const u = await registerUser(t.app);
+    const k = keyOf(u.user.id, newKey());
+    const first = `UPDATE wallets SET balance = balance + 1 WHERE user_id = ${literal(u.user.id)} AND type = 'live' AND ${IdempotencyService.CLAIMED}`;
+    await expect(svc().execute(k, async () => { throw new DomainError('INSUFFICIENT_FUNDS', 'no'); }, { first, savepoint: false }))
+      .rejects.toMatchObject({ code: 'INSUFFICIENT_FUNDS' });
+    const { rows } = await sql<{ n: string; balance: string }>`
+      SELECT (SELECT count(*) FROM idempotency_keys WHERE user_id = ${u.user.id} AND key = ${k.key}) AS n,
+             (SELECT balance FROM wallets WHERE user_id = ${u.user.id} AND type = 'live') AS balance`.execute(t.database.db);
+    expect(rows[0]).toEqual({ n: '0', balance: '0.00' });
   });
 
   it('a non-storable error rolls everything back, the key included', async () => {

@@ -199,7 +199,11 @@ export class WalletService {
       const transaction = this.changeToTransaction(row, operation, signed.toFixed(), ctx.operationId, { metadata });
       const latest = await respond(trx, row, valuation);
       return { status: 201, data: { transaction, wallet: toWalletView(latest, valuation) } };
-    }, { operation, log: ctx.log, first: `${plan.statement}; ${this.positionsSql(ctx.userId, type)}` }));
+    }, {
+      operation, log: ctx.log, first: `${plan.statement}; ${this.positionsSql(ctx.userId, type)}`,
+      // A deposit's only rejection is a missing wallet, which registration rules out: no savepoint.
+      savepoint: operation === 'withdrawal',
+    }));
   }
 
   async deposit(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string, paymentMethod: string | undefined): Promise<IdempotentOutcome> {

@@ -121,9 +121,13 @@ function preparedOf(client: pg.ClientBase): PreparedState {
 async function send(client: pg.ClientBase, text: string): Promise<pg.QueryResult[]> {
   const state = preparedOf(client);
   const need = preparationsFor(text, state.done);
+  // A rejection's batch starts by leaving an aborted state (ROLLBACK TO SAVEPOINT): an
+  // aborted transaction refuses PREPARE, so the PREPAREs go right after that statement.
+  const rollback = /^ROLLBACK TO SAVEPOINT [a-z_]+; /.exec(text)?.[0] ?? '';
+  const full = need.names.length > 0 ? `${rollback}${need.sql};\n${text.slice(rollback.length)}` : text;
   let result: pg.QueryResult | pg.QueryResult[];
   try {
-    result = (await client.query(need.names.length > 0 ? `${need.sql};\n${text}` : text)) as unknown as pg.QueryResult | pg.QueryResult[];
+    result = (await client.query(full)) as unknown as pg.QueryResult | pg.QueryResult[];
   } catch (err) {
     // Which PREPAREs ran is unknown (they outlive a rollback): resynchronised after it.
     if (need.names.length > 0) state.uncertain = true;
@@ -131,7 +135,8 @@ async function send(client: pg.ClientBase, text: string): Promise<pg.QueryResult
   }
   for (const name of need.names) state.done.add(name);
   const all = Array.isArray(result) ? result : [result];
-  return all.slice(need.names.length);
+  if (need.names.length === 0) return all;
+  return rollback ? [all[0]!, ...all.slice(1 + need.names.length)] : all.slice(need.names.length);
 }
 
 /** Prepares (in a round trip of their own) what a single parameterised query needs. */
@@ -290,9 +295,6 @@ export class TransactionService {
     try {
       const begin = `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
         + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`
-        // The prepared statements (db/inline.ts) are single-row index lookups and writes:
-        // their generic plan is the right one, so they are never planned again.
-        + ' SET LOCAL plan_cache_mode = force_generic_plan;'
         + (options.prelude ? ` ${options.prelude}` : '');
       let results: pg.QueryResult[] = [];
       let preludeError: unknown;
@@ -304,14 +306,16 @@ export class TransactionService {
       }
       const queued: string[] = [];
       const ctx: TransactionContext = {
-        prelude: results.slice(4), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
+        prelude: results.slice(3), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
       };
       const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
       const done = await send(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);
       const last = done[done.length - 1]!;
       // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
       if (last.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
-      await resyncPrepared(client); // only after a PREPARE batch that failed (a tolerated prelude error)
+      // Only after a PREPARE batch that failed (a tolerated prelude error). The transaction
+      // committed: a failure here discards the connection, it does not fail the operation.
+      await resyncPrepared(client).catch((e: Error) => { discard = e; });
       return result;
     } catch (err) {
       // Without a transaction in progress ROLLBACK only warns; if it fails the connection is gone.

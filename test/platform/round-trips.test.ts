@@ -220,6 +220,25 @@ describe('prepared statements', () => {
     }
   });
 
+  it('a rejection raised by PostgreSQL on a connection that never stored a response is stored (PREPARE after the rollback)', async () => {
+    const one = onePool();
+    try {
+      const idem = new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24);
+      const u = await fundedUser(t.app, '5.00');
+      const k = IdempotencyService.generateKey(u.user.id, newKey(), 'POST', '/test/prepared', 'h');
+      // The wallet's CHECK (balance >= 0) answers INSUFFICIENT_FUNDS: a storable rejection raised by the database.
+      const overdraw = async (trx: Parameters<Parameters<typeof idem.execute>[1]>[0]) => {
+        await sql`UPDATE wallets SET balance = balance - 6 WHERE user_id = ${u.user.id} AND type = 'live'`.execute(trx);
+        return { status: 201, data: {} };
+      };
+      const once = await idem.execute(k, overdraw);
+      expect(once).toMatchObject({ status: 422, replayed: false });
+      expect(await idem.execute(k, overdraw)).toMatchObject({ status: 422, replayed: true, body: once.body });
+    } finally {
+      await one.close();
+    }
+  });
+
   it('after a failed batch the connection learns what it has prepared, and goes on working', async () => {
     const one = onePool();
     try {
@@ -239,10 +258,11 @@ describe('prepared statements', () => {
 
 describe('generic plans of the prepared statements', () => {
   it('use the indexes: the open orders of a wallet through the partial index, the wallet by (user, type)', async () => {
-    // Sequential scans off: on the tests' small tables they can be cheaper; what matters is
-    // whether the generic plan can use the index at all.
+    // The generic plan (PostgreSQL moves a prepared statement to it after five runs when it
+    // is not costlier), with sequential scans off: on the tests' small tables they can be
+    // cheaper; what matters is whether the generic plan can use the index at all.
     const explain = (statement: string) => t.services.tx.executeWithRetry(async () => {
-      const [, r] = await queryBatch(['SET LOCAL enable_seqscan = off', `EXPLAIN ${statement}`]);
+      const [, , r] = await queryBatch(['SET LOCAL enable_seqscan = off', 'SET LOCAL plan_cache_mode = force_generic_plan', `EXPLAIN ${statement}`]);
       return r!.rows.map((x) => (x as Record<string, string>)['QUERY PLAN']).join('\n');
     });
     const byUser = await explain(openOrdersOfWalletSql({ userId: '1', type: 'live', guard: 'TRUE' }));

@@ -26,14 +26,22 @@ export async function insertOrder(trx: Trx, values: Insertable<OrdersTable>): Pr
   return trx.insertInto('orders').values(values).returningAll().executeTakeFirstOrThrow();
 }
 
+/**
+ * Every column of an order, named (prepared statements: see WALLET_COLUMNS).
+ */
+export const ORDER_COLUMNS = [
+  'id', 'userId', 'walletId', 'walletType', 'symbol', 'side', 'volume', 'leverage', 'contractSize', 'digits', 'openPrice', 'margin',
+  'stopLoss', 'takeProfit', 'status', 'closePrice', 'profit', 'closeReason', 'openedAt', 'closedAt', 'openOperationId', 'closeOperationId',
+] as const;
+
 /** insertOrder as SQL text with its values inlined (to share a round trip). */
 export function insertOrderSql(values: Insertable<OrdersTable>): string {
-  return preparedQuery((db) => db.insertInto('orders').values(values).returningAll());
+  return preparedQuery((db) => db.insertInto('orders').values(values).returning(ORDER_COLUMNS));
 }
 
 /** lockOrder as SQL text with its values inlined; only when `guard` (SQL) holds. */
 export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): string {
-  return preparedQuery((db) => db.selectFrom('orders').selectAll().where('id', '=', orderId).where('userId', '=', userId)
+  return preparedQuery((db) => db.selectFrom('orders').select(ORDER_COLUMNS).where('id', '=', orderId).where('userId', '=', userId)
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 
@@ -42,7 +50,7 @@ export function markOrderClosedSql(orderId: string, c: { closePrice: string; pro
   return preparedQuery((db) => db.updateTable('orders')
     .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
     .where('id', '=', orderId).where('status', '=', sql.lit('open'))
-    .returningAll());
+    .returning(ORDER_COLUMNS));
 }
 
 /** Locks one order (of one user, when given): the first lock of every order use case. */
@@ -76,12 +84,12 @@ export async function listOrders(db: Db, f: OrderFilter) {
 export async function markOrderClosed(trx: Trx, orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): Promise<OrderRow | undefined> {
   return trx.updateTable('orders')
     .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
-    .where('id', '=', orderId).where('status', '=', 'open')
+    .where('id', '=', orderId).where('status', '=', sql.lit('open'))
     .returningAll().executeTakeFirst();
 }
 
 export async function updateOrderLevels(trx: Trx, orderId: string, levels: { stopLoss: string | null; takeProfit: string | null }): Promise<OrderRow | undefined> {
-  return trx.updateTable('orders').set(levels).where('id', '=', orderId).where('status', '=', 'open').returningAll().executeTakeFirst();
+  return trx.updateTable('orders').set(levels).where('id', '=', orderId).where('status', '=', sql.lit('open')).returningAll().executeTakeFirst();
 }
 
 export type OpenOrderRow = Pick<OrderRow, 'id' | 'userId' | 'walletId' | 'walletType' | 'symbol' | 'side' | 'volume' | 'contractSize' | 'digits' | 'openPrice' | 'margin' | 'stopLoss' | 'takeProfit' | 'openedAt'>;
@@ -108,7 +116,7 @@ export function openOrdersOfWalletSql(of: { walletId: string } | { userId: strin
 export async function openOrdersOfWallets(db: Db | Trx, walletIds: string[]): Promise<OpenOrderRow[]> {
   if (walletIds.length === 0) return [];
   return db.selectFrom('orders').select(OPEN_COLUMNS)
-    .where('walletId', 'in', walletIds).where('status', '=', 'open')
+    .where('walletId', 'in', walletIds).where('status', '=', sql.lit('open'))
     .orderBy('walletId').orderBy('openedAt').orderBy('id')
     .execute();
 }
@@ -116,7 +124,7 @@ export async function openOrdersOfWallets(db: Db | Trx, walletIds: string[]): Pr
 /** Every open order, for the risk engine's start (streamed in pages by id). */
 export async function openOrdersPage(db: Db, afterId: string, limit: number): Promise<OpenOrderRow[]> {
   return db.selectFrom('orders').select(OPEN_COLUMNS)
-    .where('status', '=', 'open').where('id', '>', afterId)
+    .where('status', '=', sql.lit('open')).where('id', '>', afterId)
     .orderBy('id').limit(limit)
     .execute();
 }

@@ -98,9 +98,15 @@ export function toWalletChangeRow<T extends WalletChangeRow = WalletChangeRow>(r
   return raw ? camelRow<T>(raw) : undefined;
 }
 
+/**
+ * Every column of a wallet, named: a prepared statement's result columns must not change
+ * when a later migration adds one (`SELECT *` would then fail on every open connection).
+ */
+export const WALLET_COLUMNS = ['id', 'userId', 'type', 'currency', 'balance', 'margin', 'realizedProfit', 'createdAt', 'updatedAt'] as const;
+
 /** Locks the user's wallet of `type` (SELECT … FOR UPDATE), as SQL text; only when `guard` holds. */
 export function lockWalletSql(userId: string, type: WalletType, guard = 'TRUE'): string {
-  return preparedQuery((db) => db.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type)
+  return preparedQuery((db) => db.selectFrom('wallets').select(WALLET_COLUMNS).where('userId', '=', userId).where('type', '=', type)
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 

@@ -6,7 +6,7 @@
  */
 import {
   CamelCasePlugin, DummyDriver, Kysely, PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler,
-  type Compilable, type CompiledQuery, type RawBuilder,
+  type Compilable, type RawBuilder,
 } from 'kysely';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -27,33 +27,6 @@ export function literal(value: unknown): string {
   return pg.escapeLiteral(JSON.stringify(value));
 }
 
-/** Replaces `$1`, `$2`, … outside quoted text with the literals of `parameters`. */
-export function inlineParameters(text: string, parameters: readonly unknown[]): string {
-  let out = '';
-  let i = 0;
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === "'" || c === '"') {
-      // A quoted literal or identifier: copied as is (a doubled quote stays inside).
-      let j = i + 1;
-      while (j < text.length && !(text[j] === c && text[j + 1] !== c)) j += text[j] === c ? 2 : 1;
-      out += text.slice(i, j + 1);
-      i = j + 1;
-    } else if (c === '$' && /[0-9]/.test(text[i + 1] ?? '')) {
-      let j = i + 1;
-      while (/[0-9]/.test(text[j] ?? '')) j++;
-      const n = Number(text.slice(i + 1, j));
-      if (n < 1 || n > parameters.length) throw new Error(`no value for $${n}`);
-      out += literal(parameters[n - 1]);
-      i = j;
-    } else {
-      out += c;
-      i++;
-    }
-  }
-  return out;
-}
-
 /** Compiles queries only (it has no connection): builder queries get the same camelCase mapping as the app's. */
 const compiler = new Kysely<Database>({
   dialect: {
@@ -64,12 +37,6 @@ const compiler = new Kysely<Database>({
   },
   plugins: [new CamelCasePlugin()],
 });
-
-/** A query (Kysely builder or `sql` template) as one SQL text with its values inlined. */
-export function inlineQuery(query: Compilable | ((db: Kysely<Database>) => Compilable)): string {
-  const compiled: CompiledQuery = (typeof query === 'function' ? query(compiler) : query).compile();
-  return inlineParameters(compiled.sql, compiled.parameters);
-}
 
 // --- prepared statements ------------------------------------------------------------
 
@@ -110,7 +77,8 @@ export function preparationsFor(text: string, done: ReadonlySet<string>): { name
   const names: string[] = [];
   for (const m of text.matchAll(EXECUTE)) {
     const name = m[1]!;
-    if (!done.has(name) && !names.includes(name)) names.push(name);
+    // Unknown names are text that looks like a call (inside a quoted value): not ours to prepare.
+    if (definitions.has(name) && !done.has(name) && !names.includes(name)) names.push(name);
   }
   return { names, sql: names.map((n) => `PREPARE ${n} AS ${definitions.get(n)!}`).join(';\n') };
 }

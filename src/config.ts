@@ -59,6 +59,7 @@ export const EnvSchema = Type.Object({
   DB_POOL_MIN: Type.Optional(Int()),
   DB_POOL_ACQUIRE_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   DB_POOL_IDLE_MS: Type.Optional(Int()),
+  DB_POOL_MAX_WAITING: Type.Optional(Int()),
   DB_LOCK_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   DB_STATEMENT_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
   SHUTDOWN_TIMEOUT_MS: Type.Optional(Int('^[1-9][0-9]*$')),
@@ -98,7 +99,7 @@ export interface Config {
   trustProxy: boolean | string;
   redisUrl: string | undefined;
   workers: number;
-  pool: { max: number; min: number; acquireTimeoutMs: number; idleTimeoutMs: number };
+  pool: { max: number; min: number; acquireTimeoutMs: number; idleTimeoutMs: number; maxWaiting: number };
   lockTimeoutMs: number;
   statementTimeoutMs: number;
   shutdownTimeoutMs: number;
@@ -223,6 +224,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       min: poolMin,
       acquireTimeoutMs: num(e.DB_POOL_ACQUIRE_MS, 30_000),
       idleTimeoutMs: num(e.DB_POOL_IDLE_MS, 10_000),
+      // Admission control: past this many transactions waiting for a connection, a new
+      // one is refused at once with 503 rather than queued behind them.
+      maxWaiting: num(e.DB_POOL_MAX_WAITING, poolMax * 4),
     },
     lockTimeoutMs: num(e.DB_LOCK_TIMEOUT_MS, 5_000),
     statementTimeoutMs: num(e.DB_STATEMENT_TIMEOUT_MS, 15_000),

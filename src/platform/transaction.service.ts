@@ -38,6 +38,8 @@ export class TransactionStats {
   retried = 0;
   deadlocks = 0;
   exhausted = 0;
+  /** Refused by admission control (the pool's queue was full). */
+  shed = 0;
 
   get successRate(): number {
     const total = this.committed + this.rolledBack;
@@ -183,6 +185,12 @@ export interface TransactionOptions {
 export interface TransactionSettings {
   lockTimeoutMs: number;
   statementTimeoutMs: number;
+  /**
+   * Admission control: when this many transactions already wait for a pool connection,
+   * a new one is refused at once (503 with Retry-After) instead of queueing: under
+   * overload the answers stay fast and the ones admitted stay within their latency.
+   */
+  maxWaiting?: number;
 }
 
 export const BACKOFF_MS = [10, 20, 40] as const;
@@ -290,6 +298,11 @@ export class TransactionService {
 
   /** One attempt: BEGIN + SET LOCAL (+ prelude) | fn | queued statements + COMMIT, or ROLLBACK. */
   private async runOnce<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<T> {
+    const maxWaiting = this.settings.maxWaiting;
+    if (maxWaiting !== undefined && this.pool.waitingCount >= maxWaiting) {
+      this.stats.shed++;
+      throw new ServiceUnavailableError('The server is busy; please retry shortly');
+    }
     const client = await this.pool.connect();
     let discard: Error | undefined;
     try {

@@ -126,3 +126,32 @@ describe('TransactionService', () => {
     await expect(tx.executeWithUserLock('999999', async () => 1)).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 });
+
+describe('admission control', () => {
+  it('refuses a transaction at once (503) when maxWaiting are already queued for a connection, and serves the queued ones', async () => {
+    const created = await createTestDatabase();
+    const small = createDatabase(created.url, { max: 1, min: 0, acquireTimeoutMs: 10_000, idleTimeoutMs: 1000 });
+    try {
+      const tx = new TransactionService(small, { ...settings, maxWaiting: 1 }, log);
+      let release!: () => void;
+      const held = new Promise<void>((r) => { release = r; });
+      const first = tx.executeWithRetry(async (trx) => { await sql`SELECT 1`.execute(trx); await held; return 'first'; });
+      await new Promise((r) => setTimeout(r, 50)); // the first holds the only connection
+      const second = tx.executeWithRetry(async (trx) => (await sql<{ v: number }>`SELECT 2 AS v`.execute(trx)).rows[0]!.v);
+      await new Promise((r) => setTimeout(r, 20)); // the second waits for it
+      const started = Date.now();
+      const third = await tx.executeWithRetry(async () => 'third').catch((e: unknown) => e);
+      expect(third).toBeInstanceOf(ServiceUnavailableError);
+      expect((third as ServiceUnavailableError).status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(50); // at once, not after a wait
+      expect(tx.stats.shed).toBe(1);
+      release();
+      expect(await first).toBe('first');
+      expect(await second).toBe(2);
+      expect(await tx.executeWithRetry(async () => 'after')).toBe('after'); // the queue drained: admitted again
+    } finally {
+      await small.close();
+      await created.drop();
+    }
+  });
+});

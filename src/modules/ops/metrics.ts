@@ -38,7 +38,7 @@ export class Metrics {
       registers: [registry],
     });
     new Counter({
-      name: 'db_transactions_total', help: 'Database transactions by outcome (committed, rolled_back, retried, deadlocks, exhausted)', labelNames: ['outcome'], registers: [registry],
+      name: 'db_transactions_total', help: 'Database transactions by outcome (committed, rolled_back, retried, deadlocks, exhausted, shed by admission control)', labelNames: ['outcome'], registers: [registry],
       collect() {
         this.reset();
         const s = src.tx.stats;
@@ -47,6 +47,7 @@ export class Metrics {
         this.inc({ outcome: 'retried' }, s.retried);
         this.inc({ outcome: 'deadlocks' }, s.deadlocks);
         this.inc({ outcome: 'exhausted' }, s.exhausted);
+        this.inc({ outcome: 'shed' }, s.shed);
       },
     });
     new Counter({

@@ -225,8 +225,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       acquireTimeoutMs: num(e.DB_POOL_ACQUIRE_MS, 30_000),
       idleTimeoutMs: num(e.DB_POOL_IDLE_MS, 10_000),
       // Admission control: past this many transactions waiting for a connection, a new
-      // one is refused at once with 503 rather than queued behind them.
-      maxWaiting: num(e.DB_POOL_MAX_WAITING, poolMax * 4),
+      // one is refused at once with 503 rather than queued behind them. 0 (the default):
+      // off, every transaction queues up to DB_POOL_ACQUIRE_MS as the seed's pool does.
+      maxWaiting: num(e.DB_POOL_MAX_WAITING, 0),
     },
     lockTimeoutMs: num(e.DB_LOCK_TIMEOUT_MS, 5_000),
     statementTimeoutMs: num(e.DB_STATEMENT_TIMEOUT_MS, 15_000),

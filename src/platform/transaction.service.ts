@@ -5,10 +5,10 @@
  * lock timeout: at most 3 retries, backoff 10, 20, 40 ms with jitter (rule 3).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { Kysely, PostgresDialect, CamelCasePlugin, type IsolationLevel } from 'kysely';
+import { Kysely, PostgresDialect, CamelCasePlugin, sql, type IsolationLevel } from 'kysely';
 import pg from 'pg';
 import type { Trx } from './db/database.js';
-import { preparationsFor } from './db/inline.js';
+import { literal, preparationsFor } from './db/inline.js';
 import type { Database } from './db/schema.js';
 import type { UserRow } from './db/schema.js';
 import { NotFoundError, ServiceUnavailableError } from './errors.js';
@@ -71,21 +71,23 @@ interface Running {
 /** The transaction the current async context runs in (one per `runOnce`). */
 const running = new AsyncLocalStorage<Running>();
 
-/**
- * Queues a statement (literals already escaped) to travel with the COMMIT of the
- * transaction the caller runs in, saving it a round trip: for statements whose result
- * nobody reads, such as `pg_notify` (delivered on commit anyway). Returns false, and
- * queues nothing, outside a transaction.
- */
-export function runBeforeCommit(statement: string): boolean {
+/** Queues a statement (literals already escaped) to travel with the COMMIT of the caller's transaction; false outside one. */
+function runBeforeCommit(statement: string): boolean {
   const tx = running.getStore();
   if (!tx) return false;
   tx.queued.push(statement);
   return true;
 }
 
-/** Quotes a value as an SQL literal (for statements sent without parameters). */
-export { literal } from './db/inline.js';
+/**
+ * NOTIFY `channel` from inside the caller's transaction: delivered when it commits, never
+ * if it rolls back. Queued to travel in the COMMIT's round trip (nobody reads its result);
+ * run at once on `trx` when that is not one of TransactionService's transactions.
+ */
+export async function notifyOnCommit(trx: Trx, channel: string, payload: string): Promise<void> {
+  if (runBeforeCommit(`SELECT pg_notify(${literal(channel)}, ${literal(payload)})`)) return;
+  await sql`SELECT pg_notify(${channel}, ${payload})`.execute(trx);
+}
 
 /**
  * Sends several statements (values inlined, see db/inline.ts) in one round trip in the

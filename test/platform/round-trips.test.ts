@@ -199,13 +199,19 @@ describe('statements sent with the idempotency claim', () => {
 
 describe('prepared statements', () => {
   const log = createLogger({ level: 'silent' });
-  const onePool = () => createDatabase((t.database.pool.options as { connectionString: string }).connectionString, { max: 1, min: 0, acquireTimeoutMs: 10_000, idleTimeoutMs: 60_000 });
   const ok = async () => ({ status: 201, data: { ok: true } });
+  /** An IdempotencyService over a pool of one connection (so every call uses the same one). */
+  const onOneConnection = async (fn: (idem: IdempotencyService) => Promise<void>) => {
+    const one = createDatabase((t.database.pool.options as { connectionString: string }).connectionString, { max: 1, min: 0, acquireTimeoutMs: 10_000, idleTimeoutMs: 60_000 });
+    try {
+      await fn(new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24));
+    } finally {
+      await one.close();
+    }
+  };
 
   it('are prepared once per connection, in the round trip that first needs them', async () => {
-    const one = onePool();
-    try {
-      const idem = new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24);
+    await onOneConnection(async (idem) => {
       const u = await registerUser(t.app);
       const key = () => IdempotencyService.generateKey(u.user.id, newKey(), 'POST', '/test/prepared', 'h');
       const a = await roundTrips(() => idem.execute(key(), ok));
@@ -215,15 +221,11 @@ describe('prepared statements', () => {
       const b = await roundTrips(() => idem.execute(key(), ok));
       expect(b.count).toBe(2);
       expect(b.texts.join('\n')).not.toMatch(/PREPARE/);
-    } finally {
-      await one.close();
-    }
+    });
   });
 
   it('a rejection raised by PostgreSQL on a connection that never stored a response is stored (PREPARE after the rollback)', async () => {
-    const one = onePool();
-    try {
-      const idem = new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24);
+    await onOneConnection(async (idem) => {
       const u = await fundedUser(t.app, '5.00');
       const k = IdempotencyService.generateKey(u.user.id, newKey(), 'POST', '/test/prepared', 'h');
       // The wallet's CHECK (balance >= 0) answers INSUFFICIENT_FUNDS: a storable rejection raised by the database.
@@ -234,15 +236,11 @@ describe('prepared statements', () => {
       const once = await idem.execute(k, overdraw);
       expect(once).toMatchObject({ status: 422, replayed: false });
       expect(await idem.execute(k, overdraw)).toMatchObject({ status: 422, replayed: true, body: once.body });
-    } finally {
-      await one.close();
-    }
+    });
   });
 
   it('after a failed batch the connection learns what it has prepared, and goes on working', async () => {
-    const one = onePool();
-    try {
-      const idem = new IdempotencyService(new TransactionService(one, { lockTimeoutMs: 5000, statementTimeoutMs: 15000 }, log), 24);
+    await onOneConnection(async (idem) => {
       const u = await registerUser(t.app);
       const key = () => IdempotencyService.generateKey(u.user.id, newKey(), 'POST', '/test/prepared', 'h');
       // The claim's PREPARE travels in the batch that then fails.
@@ -250,9 +248,7 @@ describe('prepared statements', () => {
       const next = await roundTrips(async () => expect(await idem.execute(key(), ok)).toMatchObject({ status: 201, replayed: false }));
       expect(next.texts[0]).not.toMatch(/PREPARE/); // the claim survived the rollback and is known again
       expect(next.texts[0]).toMatch(/EXECUTE s_/);
-    } finally {
-      await one.close();
-    }
+    });
   });
 });
 

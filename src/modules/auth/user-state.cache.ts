@@ -7,9 +7,9 @@
  * request to a process does not cost a query of its own.
  */
 import type { Db, Trx } from '../../platform/db/database.js';
-import { sql } from 'kysely';
 import type { Role } from '../../platform/db/schema.js';
 import type { NotificationHub } from '../../platform/db/notifications.js';
+import { notifyOnCommit } from '../../platform/transaction.service.js';
 
 export interface UserState {
   tokenVersion: number;
@@ -102,5 +102,5 @@ export class UserStateCache {
 
 /** Tells every process (on commit) that a user's tokens or block changed. */
 export async function notifyUserChanged(trx: Trx, userId: string): Promise<void> {
-  await sql`SELECT pg_notify(${USER_STATE_CHANNEL}, ${userId})`.execute(trx);
+  await notifyOnCommit(trx, USER_STATE_CHANNEL, userId);
 }

@@ -54,8 +54,7 @@
  * a revocation must reach every cache on its commit.)
  */
 import { randomBytes } from 'node:crypto';
-import { literal } from '../../platform/db/inline.js';
-import { runBeforeCommit } from '../../platform/transaction.service.js';
+import { notifyOnCommit } from '../../platform/transaction.service.js';
 import { sql } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { NotificationHub } from '../../platform/db/notifications.js';
@@ -248,9 +247,7 @@ export class Market implements AccountEvents {
   async orderChanged(trx: Trx, order: { id: string; walletId: string }): Promise<void> {
     if (!this.leadership) return;
     const msg: OrderMessage = { o: this.origin, w: order.walletId, id: order.id, l: this.isLeader && this.d.engine.active };
-    const payload = JSON.stringify(msg);
-    // Delivered on commit either way; queued, it travels in the COMMIT's round trip.
-    if (!runBeforeCommit(`SELECT pg_notify(${literal(CHANNELS.orders)}, ${literal(payload)})`)) await this.notify(trx, CHANNELS.orders, payload);
+    await notifyOnCommit(trx, CHANNELS.orders, JSON.stringify(msg));
   }
 
   /** The OrderService's after-commit observer: the leader's engine directly; on a follower the close's event. */

@@ -3,8 +3,8 @@ import { sql, type Insertable } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { CloseReason, OrderRow, OrdersTable, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
-import { literal, preparedQuery } from '../../platform/db/inline.js';
-import { runBeforeCommit } from '../../platform/transaction.service.js';
+import { preparedQuery } from '../../platform/db/inline.js';
+import { notifyOnCommit } from '../../platform/transaction.service.js';
 
 // --- quotes -----------------------------------------------------------------
 
@@ -22,10 +22,6 @@ export async function upsertQuotes(db: Db | Trx, quotes: { symbol: string; bid: 
 
 // --- orders -----------------------------------------------------------------
 
-export async function insertOrder(trx: Trx, values: Insertable<OrdersTable>): Promise<OrderRow> {
-  return trx.insertInto('orders').values(values).returningAll().executeTakeFirstOrThrow();
-}
-
 /**
  * Every column of an order, named (prepared statements: see WALLET_COLUMNS).
  */
@@ -34,18 +30,18 @@ export const ORDER_COLUMNS = [
   'stopLoss', 'takeProfit', 'status', 'closePrice', 'profit', 'closeReason', 'openedAt', 'closedAt', 'openOperationId', 'closeOperationId',
 ] as const;
 
-/** insertOrder as SQL text with its values inlined (to share a round trip). */
+/** Inserts an order, as a prepared statement's `EXECUTE` (to share a round trip). */
 export function insertOrderSql(values: Insertable<OrdersTable>): string {
   return preparedQuery((db) => db.insertInto('orders').values(values).returning(ORDER_COLUMNS));
 }
 
-/** lockOrder as SQL text with its values inlined; only when `guard` (SQL) holds. */
+/** lockOrder as a prepared statement's `EXECUTE`; only when `guard` (SQL) holds. */
 export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): string {
   return preparedQuery((db) => db.selectFrom('orders').select(ORDER_COLUMNS).where('id', '=', orderId).where('userId', '=', userId)
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 
-/** markOrderClosed as SQL text with its values inlined. */
+/** Closes an open order (no row when it is not open), as a prepared statement's `EXECUTE`. */
 export function markOrderClosedSql(orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): string {
   return preparedQuery((db) => db.updateTable('orders')
     .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
@@ -81,13 +77,6 @@ export async function listOrders(db: Db, f: OrderFilter) {
 }
 
 /** Closes a locked open order; undefined when it was not open. */
-export async function markOrderClosed(trx: Trx, orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): Promise<OrderRow | undefined> {
-  return trx.updateTable('orders')
-    .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
-    .where('id', '=', orderId).where('status', '=', sql.lit('open'))
-    .returningAll().executeTakeFirst();
-}
-
 export async function updateOrderLevels(trx: Trx, orderId: string, levels: { stopLoss: string | null; takeProfit: string | null }): Promise<OrderRow | undefined> {
   return trx.updateTable('orders').set(levels).where('id', '=', orderId).where('status', '=', sql.lit('open')).returningAll().executeTakeFirst();
 }
@@ -168,7 +157,5 @@ export const WALLET_CHANNEL = 'trading_wallet';
 
 /** Tells the risk engine (on commit, in every process) that a wallet with positions changed outside trading. */
 export async function notifyWalletChanged(trx: Trx, walletId: string): Promise<void> {
-  // Delivered on commit either way: with the COMMIT's round trip when there is one.
-  if (runBeforeCommit(`SELECT pg_notify(${literal(WALLET_CHANNEL)}, ${literal(walletId)})`)) return;
-  await sql`SELECT pg_notify(${WALLET_CHANNEL}, ${walletId})`.execute(trx);
+  await notifyOnCommit(trx, WALLET_CHANNEL, walletId);
 }

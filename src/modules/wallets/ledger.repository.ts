@@ -184,10 +184,6 @@ export async function findWallets(db: Db | Trx, userId: string): Promise<WalletR
   return db.selectFrom('wallets').selectAll().where('userId', '=', userId).orderBy('type', 'desc').execute(); // live, then demo
 }
 
-export async function lockWallet(trx: Trx, userId: string, type: WalletType): Promise<WalletRow | undefined> {
-  return trx.selectFrom('wallets').selectAll().where('userId', '=', userId).where('type', '=', type).forUpdate().executeTakeFirst();
-}
-
 export interface HistoryFilter {
   walletId: string;
   type?: string;

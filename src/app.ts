@@ -131,7 +131,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const metrics = new Metrics({ tx, idempotency, pool: database.pool, rateLimitRejections: security.rejections });
   // The referral program lives inside the deposit's and the close's own transactions.
   const referrals = new ReferralService(database.db, financial, config.referral, reads);
-  wallets.onDeposit(referrals.onDeposit);
+  wallets.onDeposit(referrals.onDeposit, referrals.mayActOnDeposit);
   trading.onOrderClosed(referrals.onOrderClosed);
   metrics.wsSessionCount = () => trading.streams.size;
   metrics.stopOutCount = () => trading.orders.stopOuts;

@@ -100,6 +100,11 @@ export class InsufficientFundsError extends DomainError {
   constructor(message = 'Insufficient funds') {
     super('INSUFFICIENT_FUNDS', message);
   }
+
+  /** Money leaving a wallet with open positions may not take its free margin below 0. */
+  static freeMargin(): InsufficientFundsError {
+    return new InsufficientFundsError('This would leave the free margin of open positions below 0.00');
+  }
 }
 
 export class InsufficientMarginError extends DomainError {

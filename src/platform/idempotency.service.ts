@@ -5,7 +5,7 @@
  * stored response and vice versa. A concurrent duplicate gets 409 at once
  * (pg_try_advisory_xact_lock) instead of queueing on the unique index.
  */
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Trx } from './db/database.js';
 import { pgErrorToDomain } from './db/pg-errors.js';
 import { DomainError } from './errors.js';
@@ -51,7 +51,7 @@ interface ClaimRow {
 }
 
 /** The stored form of a business rejection: its status and the `error` object. */
-function rejectionResponse(error: DomainError): StoredResponse {
+export function rejectionResponse(error: DomainError): StoredResponse {
   const body = JSON.stringify(error.details ? { code: error.code, message: error.message, details: error.details } : { code: error.code, message: error.message });
   return { status: error.status, body };
 }
@@ -204,6 +204,32 @@ export class IdempotencyService {
         return reject(ctx, domain, err);
       }
     }, { ...txOptions, prelude: `${this.claimSql(k)}${savepoint ? '; SAVEPOINT idempotent_operation' : ''}${first ? `; ${first}` : ''}`, tolerantPrelude: first !== undefined });
+  }
+
+  /**
+   * The arguments a PL/pgSQL operation passes to `idempotency_claim` (migration 0007):
+   * user, key, method, path, request hash and time to live, as SQL.
+   */
+  claimArguments(k: IdempotencyKey): RawBuilder<unknown> {
+    return sql`${k.userId}::bigint, ${k.key}::text, ${k.method}::text, ${k.path}::text, ${k.requestHash}::text, ${Math.trunc(this.ttlHours)}::int`;
+  }
+
+  /**
+   * An operation that is one call of a PL/pgSQL function which claims the key itself
+   * (`idempotency_claim`: the same advisory lock and rules as `execute`'s claim, so the
+   * two paths exclude each other) and stores its response before it returns: BEGIN, the
+   * call and COMMIT are one round trip. The call's row has the claim's columns (locked,
+   * inserted, request_hash, response_status, response_body); when the call took the key,
+   * response_status and response_body are what it stored. A replay, a key in progress and
+   * a reused key are judged as in `execute` (nothing was changed). Returns the outcome
+   * and the row, for the caller's log line.
+   */
+  async executeCall<R extends object>(k: IdempotencyKey, call: string, options: TransactionOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R }> {
+    const [result] = await this.tx.executeBatchWithRetry(call, options);
+    const row = result!.rows[0] as R & ClaimRow;
+    const existing = this.judgeClaim(row, k);
+    if (existing.isExisting) return { outcome: { ...existing.record!, replayed: true }, row };
+    return { outcome: { status: row.response_status!, body: row.response_body!, replayed: false }, row };
   }
 
   /** Deletes expired keys in batches; returns how many went. */

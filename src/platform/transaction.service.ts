@@ -269,6 +269,21 @@ export class TransactionService {
    * ServiceUnavailableError (503, Retry-After) is thrown.
    */
   async executeWithRetry<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    return this.retrying((lockTimeout, statementTimeout) => this.runOnce(fn, options, lockTimeout, statementTimeout), options);
+  }
+
+  /**
+   * A transaction that is one round trip: BEGIN, the bounds, `statements` (SQL, values
+   * inlined; typically one PL/pgSQL call that claims its idempotency key, checks, changes
+   * and stores its response) and COMMIT in a single simple query. Retried like
+   * executeWithRetry; returns the results of `statements`.
+   */
+  async executeBatchWithRetry(statements: string, options: TransactionOptions = {}): Promise<pg.QueryResult[]> {
+    return this.retrying((lockTimeout, statementTimeout) => this.runBatchOnce(statements, options, lockTimeout, statementTimeout), options);
+  }
+
+  /** The retry loop of rule 3 around one attempt. */
+  private async retrying<T>(attemptOnce: (lockTimeout: number, statementTimeout: number) => Promise<T>, options: TransactionOptions): Promise<T> {
     const maxRetries = options.maxRetries ?? BACKOFF_MS.length;
     const log = options.log ?? this.log;
     const operation = options.operation ?? 'transaction';
@@ -276,7 +291,7 @@ export class TransactionService {
     const statementTimeout = options.statementTimeoutMs ?? this.settings.statementTimeoutMs;
     for (let attempt = 0; ; attempt++) {
       try {
-        const result = await this.runOnce(fn, options, lockTimeout, statementTimeout);
+        const result = await attemptOnce(lockTimeout, statementTimeout);
         this.count('committed');
         return result;
       } catch (err) {
@@ -298,19 +313,54 @@ export class TransactionService {
     }
   }
 
-  /** One attempt: BEGIN + SET LOCAL (+ prelude) | fn | queued statements + COMMIT, or ROLLBACK. */
-  private async runOnce<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<T> {
+  /** A pool client, unless admission control refuses (the pool's queue is full). */
+  private async connect(): Promise<pg.PoolClient> {
     const maxWaiting = this.settings.maxWaiting;
     if (maxWaiting !== undefined && this.pool.waitingCount >= maxWaiting) {
       this.stats.shed++;
       throw new ServiceUnavailableError('The server is busy; please retry shortly');
     }
-    const client = await this.pool.connect();
+    return this.pool.connect();
+  }
+
+  /** BEGIN with the bounds of rule 4: three statements. */
+  private static begin(options: TransactionOptions, lockTimeout: number, statementTimeout: number): string {
+    return `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
+      + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`;
+  }
+
+  /** Ends a failed attempt: ROLLBACK, then what the connection really has prepared; the error it gives release() discards the connection. */
+  private static async abandon(client: pg.PoolClient): Promise<Error | undefined> {
+    let discard: Error | undefined;
+    // Without a transaction in progress ROLLBACK only warns; if it fails the connection is gone.
+    await client.query('ROLLBACK').catch((e: Error) => { discard = e; });
+    if (!discard) await resyncPrepared(client).catch((e: Error) => { discard = e; });
+    return discard;
+  }
+
+  /** One attempt of executeBatchWithRetry. */
+  private async runBatchOnce(statements: string, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
+    const client = await this.connect();
     let discard: Error | undefined;
     try {
-      const begin = `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
-        + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`
-        + (options.prelude ? ` ${options.prelude}` : '');
+      const results = await send(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${statements}; COMMIT`);
+      // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
+      if (results[results.length - 1]!.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
+      return results.slice(3, -1);
+    } catch (err) {
+      discard = await TransactionService.abandon(client);
+      throw err;
+    } finally {
+      client.release(discard);
+    }
+  }
+
+  /** One attempt: BEGIN + SET LOCAL (+ prelude) | fn | queued statements + COMMIT, or ROLLBACK. */
+  private async runOnce<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<T> {
+    const client = await this.connect();
+    let discard: Error | undefined;
+    try {
+      const begin = TransactionService.begin(options, lockTimeout, statementTimeout) + (options.prelude ? ` ${options.prelude}` : '');
       let results: pg.QueryResult[] = [];
       let preludeError: unknown;
       try {
@@ -333,9 +383,7 @@ export class TransactionService {
       await resyncPrepared(client).catch((e: Error) => { discard = e; });
       return result;
     } catch (err) {
-      // Without a transaction in progress ROLLBACK only warns; if it fails the connection is gone.
-      await client.query('ROLLBACK').catch((e: Error) => { discard = e; });
-      if (!discard) await resyncPrepared(client).catch((e: Error) => { discard = e; });
+      discard = await TransactionService.abandon(client);
       throw err;
     } finally {
       client.release(discard);

@@ -12,8 +12,8 @@ import { DomainError } from '../../src/platform/errors.js';
 import { createDatabase } from '../../src/platform/db/database.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { queryBatch, TransactionService } from '../../src/platform/transaction.service.js';
-import { openOrdersOfWalletSql } from '../../src/modules/trading/trading.repository.js';
-import { lockWalletSql, transferSql, walletChangeSql } from '../../src/modules/wallets/ledger.repository.js';
+import { openOrdersOfWalletSql, WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
+import { lockWalletSql, walletChangeSql } from '../../src/modules/wallets/ledger.repository.js';
 import { literal } from '../../src/platform/db/inline.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { makeAdmin, place, setQuote } from '../trading/helpers.js';
@@ -48,7 +48,7 @@ async function roundTrips(fn: () => Promise<unknown>): Promise<{ count: number; 
 }
 
 describe('round trips per money operation', () => {
-  it('a deposit, a withdrawal and a transfer are two round trips each (claim + change, response + COMMIT)', async () => {
+  it('a deposit, a withdrawal, a transfer and a stored rejection are one round trip each (BEGIN, one call, COMMIT)', async () => {
     const u = await fundedUser(t.app, '100.00');
     await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token }); // the user's state is cached
     const dep = await roundTrips(async () => {
@@ -56,53 +56,99 @@ describe('round trips per money operation', () => {
       expect(r.status).toBe(201);
       expect(r.body.data.wallet.balance).toBe('105.00');
     });
-    expect(dep.texts).toHaveLength(2);
-    expect(dep.texts[0]).toMatch(/^(PREPARE[\s\S]*)?BEGIN/);
+    expect(dep.texts).toHaveLength(1);
+    expect(dep.texts[0]).toMatch(/^(PREPARE[\s\S]*)?BEGIN; SET LOCAL lock_timeout = '\d+ms'; SET LOCAL statement_timeout = '\d+ms'; EXECUTE s_[0-9a-f]{20}\([\s\S]*\); COMMIT$/);
     expect(dep.texts[0]).not.toMatch(/SAVEPOINT/); // a deposit has nothing to undo selectively
-    expect(dep.texts[1]).toMatch(/COMMIT$/);
     const wd = await roundTrips(async () => {
       const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '7.00' }, { token: u.token, key: newKey() });
       expect(r.status).toBe(201);
       expect(r.body.data.wallet.balance).toBe('98.00');
     });
-    expect(wd.count).toBe(2);
-    expect(wd.texts[0]).toMatch(/SAVEPOINT idempotent_operation/);
+    expect(wd.count).toBe(1);
+    expect(wd.texts[0]).toMatch(/^(PREPARE[\s\S]*)?BEGIN;[\s\S]*EXECUTE s_[0-9a-f]{20}\([\s\S]*\); COMMIT$/);
+    expect(wd.texts[0]).not.toMatch(/SAVEPOINT/); // every check runs before the first write
     const other = await registerUser(t.app);
     const tr = await roundTrips(async () => {
       const r = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: other.user.accountNumber, amount: '3.00' }, { token: u.token, key: newKey() });
       expect(r.status).toBe(201);
       expect(r.body.data.wallet.balance).toBe('95.00');
     });
-    expect(tr.count).toBe(2);
-    // A rejection too: the rollback to the savepoint travels with the stored response.
+    expect(tr.count).toBe(1);
+    // A rejection too: the call stores it and changes nothing else.
     const no = await roundTrips(async () => {
       const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '1000.00' }, { token: u.token, key: newKey() });
       expect(r.status).toBe(422);
       expect(r.body.error.code).toBe('INSUFFICIENT_FUNDS');
     });
-    expect(no.count).toBe(2);
+    expect(no.count).toBe(1);
   });
 
-  it('a withdrawal from a wallet with open positions checks free margin from the same round trip and notifies with COMMIT', async () => {
+  it("a referred user's qualifying live deposit runs the signup-bonus hook on the statement path; smaller and demo deposits are one round trip", async () => {
+    const referrer = await registerUser(t.app);
+    const me = await registerUser(t.app, { referralCode: referrer.user.referralCode });
+    await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: me.token });
+    const small = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '99.99' }, { token: me.token, key: newKey() });
+      expect(r.status).toBe(201);
+    });
+    expect(small.count).toBe(1);
+    const demo = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/demo/deposit', { amount: '500.00' }, { token: me.token, key: newKey() });
+      expect(r.status).toBe(201);
+    });
+    expect(demo.count).toBe(1);
+    const qualifying = await roundTrips(async () => {
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '100.00' }, { token: me.token, key: newKey() });
+      expect(r.status).toBe(201);
+    });
+    expect(qualifying.count).toBeGreaterThan(1); // the claim, the credit, the bonus (both wallets), the response
+    const bonuses = await sql<{ n: string }>`SELECT count(*)::text AS n FROM referral_bonuses WHERE referee_id = ${me.user.id}`.execute(t.database.db);
+    expect(bonuses.rows[0]!.n).toBe('1');
+  });
+
+  it('a withdrawal from a wallet with open positions checks free margin in its one round trip and tells the risk engine on commit', async () => {
     const admin = await makeAdmin(t);
     await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
     const u = await fundedUser(t.app, '2000.00');
     const o = await place(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' });
     expect(o.status).toBe(201);
     await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token });
-    const wd = await roundTrips(async () => {
-      const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '10.00' }, { token: u.token, key: newKey() });
-      expect(r.status).toBe(201);
-      expect(r.body.data.wallet.marginLevel).not.toBeNull();
-    });
-    expect(wd.count).toBe(2);
-    expect(wd.texts[1]).toMatch(/pg_notify[\s\S]*COMMIT$/);
-    const too = await roundTrips(async () => {
-      const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '1985.00' }, { token: u.token, key: newKey() });
-      expect(r.status).toBe(422);
-    });
-    expect(too.count).toBe(2);
-    expect(too.texts[1]).not.toMatch(/pg_notify/);
+    const listener = new pg.Client({ connectionString: t.url });
+    await listener.connect();
+    const notices: string[] = [];
+    listener.on('notification', (n) => notices.push(n.payload ?? ''));
+    await listener.query(`LISTEN ${WALLET_CHANNEL}`);
+    try {
+      const cents = (m: string) => BigInt(m.replace('.', ''));
+      let freeMargin = '';
+      let available = '';
+      const wd = await roundTrips(async () => {
+        const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '10.00' }, { token: u.token, key: newKey() });
+        expect(r.status).toBe(201);
+        expect(r.body.data.wallet.marginLevel).not.toBeNull();
+        const w = r.body.data.wallet;
+        freeMargin = w.freeMargin;
+        available = String(cents(w.balance) - cents(w.margin)).replace(/(\d\d)$/, '.$1');
+      });
+      // bought at the ask, valued at the bid: free margin is 1.00 below balance - margin
+      expect(cents(available) - cents(freeMargin)).toBe(100n);
+      expect(wd.count).toBe(1);
+      const walletId = (await t.database.db.selectFrom('wallets').select('id').where('userId', '=', u.user.id).where('type', '=', 'live').executeTakeFirstOrThrow()).id;
+      await expect.poll(() => notices).toEqual([walletId]);
+      const too = await roundTrips(async () => {
+        // within balance - margin, beyond free margin
+        const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: available }, { token: u.token, key: newKey() });
+        expect(r.status).toBe(422);
+        expect(r.body.error.message).toBe('This would leave the free margin of open positions below 0.00');
+      });
+      expect(too.count).toBe(1);
+      // A rejection notifies nobody: the next withdrawal's notice is the second one (notices arrive in commit order).
+      expect((await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '1.00' }, { token: u.token, key: newKey() })).status).toBe(201);
+      await expect.poll(() => notices.length).toBe(2);
+      expect(notices).toEqual([walletId, walletId]);
+    } finally {
+      await listener.end();
+    }
     await call(t.app, 'POST', `/api/v1/orders/${o.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
   });
 });
@@ -267,9 +313,6 @@ describe('generic plans of the prepared statements', () => {
     expect(byUser).not.toMatch(/Seq Scan/);
     expect(await explain(openOrdersOfWalletSql({ walletId: '1' }))).toMatch(/orders_open_wallet_idx/);
     expect(await explain(lockWalletSql('1', 'live'))).toMatch(/wallets_user_type_key/);
-    const transfer = await explain(transferSql('1', '8000000001', 'live', '1.00', 'op-explain', null));
-    expect(transfer).toMatch(/users_account_number_key/);
-    expect(transfer).not.toMatch(/Seq Scan on (wallets|users)/);
     const change = await explain(walletChangeSql('1', 'live', { balance: '1.00', margin: '0', profit: '0' }, { type: 'deposit', houseAccount: 'deposit_gateway', operationId: 'op-explain' }));
     expect(change).toMatch(/wallets_user_type_key/);
     expect(change).not.toMatch(/Seq Scan on wallets/);

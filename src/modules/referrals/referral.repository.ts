@@ -4,7 +4,7 @@ import type { Db, Trx } from '../../platform/db/database.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
 
 /** The referrers of a user, level 1 to 3 (null where the chain ends). */
-export async function referrerChain(trx: Trx, userId: string): Promise<(string | null)[]> {
+export async function referrerChain(trx: Db | Trx, userId: string): Promise<(string | null)[]> {
   const { rows } = await sql<{ l1: string | null; l2: string | null; l3: string | null }>`
     SELECT u0.referrer_id AS l1, u1.referrer_id AS l2, u2.referrer_id AS l3
     FROM users u0

@@ -6,6 +6,7 @@
  * happen at most once.
  */
 import type { Db, Trx } from '../../platform/db/database.js';
+import type { WalletType } from '../../platform/db/schema.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { Decimal, formatMoney, roundCents } from '../../platform/money.js';
@@ -80,7 +81,18 @@ export class ReferralService {
     }
   };
 
-  private async chainOf(trx: Trx, userId: string): Promise<(string | null)[]> {
+  /**
+   * Whether onDeposit may pay anything for this deposit: a live one of at least the
+   * qualifying amount by a referred user. Other deposits skip the hook (and take the
+   * one-round-trip path).
+   */
+  mayActOnDeposit = async (userId: string, walletType: WalletType, amount: Decimal): Promise<boolean> => {
+    if (walletType !== 'live' || amount.lt(this.settings.qualifyingDeposit)) return false;
+    const [referrerId] = await this.chainOf(this.db, userId);
+    return Boolean(referrerId);
+  };
+
+  private async chainOf(trx: Db | Trx, userId: string): Promise<(string | null)[]> {
     const known = this.chains.get(userId);
     if (known) return known;
     const chain = await referrerChain(trx, userId);

@@ -9,7 +9,7 @@ import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
 import { camelRow } from '../../platform/db/inline.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletRow, WalletType } from '../../platform/db/schema.js';
-import { DomainError, InsufficientFundsError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
+import { DomainError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { IdempotencyService, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
@@ -23,7 +23,7 @@ import type { Instrument, Instruments } from './instruments.js';
 import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
 import type { QuoteBook } from './quote.book.js';
 import {
-  findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, markOrderClosedSql, notifyWalletChanged,
+  findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, markOrderClosedSql,
   openOrdersOfWallets, openOrdersOfWalletSql, updateOrderLevels, type OpenOrderRow,
 } from './trading.repository.js';
 
@@ -420,17 +420,6 @@ export class OrderService {
       out.set(o.walletId, v);
     }
     return out;
-  }
-
-  /**
-   * FinancialService.freeMarginCheck: money leaving a wallet with open positions must
-   * leave its free margin at or above 0. Also tells the risk engine the balance moved.
-   */
-  async freeMarginCheck(trx: Trx, wallet: WalletChangeRow, valuation?: Valuation): Promise<void> {
-    const v = valuation ?? (await this.valuation(trx, [wallet.id])).get(wallet.id);
-    const freeMargin = new Decimal(wallet.balance).plus(v?.unrealizedPnl ?? ZERO).minus(wallet.margin);
-    if (freeMargin.lt(0)) throw new InsufficientFundsError('This would leave the free margin of open positions below 0.00');
-    await notifyWalletChanged(trx, wallet.id);
   }
 
   /** AdminService.marginCheck: wallets whose margin differs from their open orders'. */

@@ -4,7 +4,6 @@ import type { Db, Trx } from '../../platform/db/database.js';
 import type { CloseReason, OrderRow, OrdersTable, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
 import { preparedQuery } from '../../platform/db/inline.js';
-import { notifyOnCommit } from '../../platform/transaction.service.js';
 
 // --- quotes -----------------------------------------------------------------
 
@@ -153,9 +152,9 @@ export async function marginMismatches(db: Db) {
   return rows;
 }
 
+/**
+ * The risk engine's channel: a wallet with positions changed outside trading (a withdrawal
+ * or a transfer, NOTIFYed by their calls, migration 0007); the payload is the wallet id.
+ */
 export const WALLET_CHANNEL = 'trading_wallet';
 
-/** Tells the risk engine (on commit, in every process) that a wallet with positions changed outside trading. */
-export async function notifyWalletChanged(trx: Trx, walletId: string): Promise<void> {
-  await notifyOnCommit(trx, WALLET_CHANNEL, walletId);
-}

@@ -19,7 +19,7 @@ import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletService } from '../wallets/wallet.service.js';
 import { Instruments, toSymbolView } from './instruments.js';
 import { Market } from './market.js';
-import { openOrdersOfWalletSql } from './trading.repository.js';
+import { openOrdersOfWalletSql, WALLET_CHANNEL } from './trading.repository.js';
 import { OrderService, type OrderClosedHook, type OrderView } from './order.service.js';
 import { SimulatedPriceFeed } from './price.feed.js';
 import { textDecimals } from './pricing.js';
@@ -92,7 +92,7 @@ export class Trading {
 
     deps.wallets.valuation = (d, ids) => this.orders.valuation(d, ids);
     deps.wallets.valuationQuery = { sql: (userId, type, guard) => openOrdersOfWalletSql({ userId, type, guard }), fromRows: (rows) => this.orders.valuationOfRows(rows) };
-    deps.financial.freeMarginCheck = (trx, row, valuation) => this.orders.freeMarginCheck(trx, row, valuation);
+    deps.wallets.positions = () => ({ quotes: this.quotes.list().map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed() })), notifyChannel: WALLET_CHANNEL });
     deps.admin.marginCheck = (d) => this.orders.marginCheck(d);
     deps.userCache.listeners.push((userId) => void this.streams.recheckUser(userId));
   }

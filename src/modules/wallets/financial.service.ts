@@ -6,13 +6,14 @@
  */
 import type { Trx } from '../../platform/db/database.js';
 import type { WalletType } from '../../platform/db/schema.js';
-import { InsufficientFundsError, NotFoundError } from '../../platform/errors.js';
+import { DomainError, InsufficientFundsError, NotFoundError } from '../../platform/errors.js';
+import { rejectionResponse } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
-import { Decimal } from '../../platform/money.js';
+import { Decimal, formatMoney } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
+import { preparedSql } from '../../platform/db/inline.js';
 import { toWalletChangeRow, walletChangeSql, walletChangeWithCompensationSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
-import type { Valuation } from './wallet.service.js';
 
 /** The transaction types of API.md that a single-wallet entry can carry. */
 export type OperationType =
@@ -44,12 +45,6 @@ export interface FinancialContext {
   orderId?: string | null;
   counterparty?: string | null;
   note?: string | null;
-  /**
-   * Money leaving the wallet must be withdrawable: `balance - margin` covers it
-   * (checked in the UPDATE itself); open positions' unrealized P&L is checked by the
-   * trading module's free-margin hook.
-   */
-  requireWithdrawable?: boolean;
 }
 
 export interface CombinedDeltas {
@@ -58,8 +53,6 @@ export interface CombinedDeltas {
   profit?: string | Decimal;
 }
 
-/** `valuation`: the wallet's open positions when the caller read them already. */
-export type FreeMarginCheck = (trx: Trx, wallet: WalletChangeRow, valuation?: Valuation) => Promise<void>;
 
 /** The ledger entry of a wallet change: its type, house account and references. */
 function postingFor(operationType: OperationType, walletType: WalletType, context: Omit<FinancialContext, 'trx'>, metadata: Record<string, unknown> | null): PostingInfo {
@@ -90,15 +83,64 @@ function logChange(log: AppLogger, operation: string, operationId: string, userI
  */
 export interface WalletChangePlan<T> {
   statement: string;
-  finish(trx: Trx, raw: Record<string, unknown> | undefined, valuation?: Valuation): Promise<T>;
+  finish(trx: Trx, raw: Record<string, unknown> | undefined): Promise<T>;
 }
+
+/** A quote as `wallet_deposit` values open orders at (strings, exact). */
+export interface QuoteInput {
+  symbol: string;
+  bid: string;
+  ask: string;
+}
+
+/** What the money calls value open positions at, and whom they tell a wallet with positions changed. */
+export interface PositionsInput {
+  quotes: QuoteInput[];
+  /** NOTIFY channel of the risk engine (null: nobody listens). */
+  notifyChannel: string | null;
+}
+
+/** A money call (migration 0007): its statement, and the log line of its row. */
+export interface MoneyCallPlan<R> {
+  statement: string;
+  finish(row: R): void;
+}
+
+/** The row of wallet_deposit and wallet_withdraw after the claim's columns (node-postgres, snake_case); null when nothing changed. */
+export interface WalletCallRow {
+  old_balance: string | null;
+  new_balance: string | null;
+  posting_id: string | null;
+}
+
+/** The row of wallet_transfer after the claim's columns. */
+export interface TransferCallRow extends WalletCallRow {
+  recipient_old_balance: string | null;
+  recipient_new_balance: string | null;
+}
+
+/** A transfer to an account number nobody has (API.md: 404 for any such number). */
+export function recipientNotFound(): DomainError {
+  return new DomainError('RECIPIENT_NOT_FOUND', 'No account with this account number');
+}
+
+/**
+ * The business rejections wallet_withdraw and wallet_transfer store, rendered here once
+ * (reason → [status, body]) so their text lives in TypeScript only.
+ */
+const CALL_REJECTIONS = JSON.stringify(Object.fromEntries(Object.entries({
+  wallet: new NotFoundError('Wallet'),
+  recipient: recipientNotFound(),
+  funds: new InsufficientFundsError(),
+  free_margin: InsufficientFundsError.freeMargin(),
+}).map(([reason, error]) => {
+  const r = rejectionResponse(error);
+  return [reason, [r.status, r.body]];
+})));
 
 const text = (v: string | Decimal | undefined) => (v === undefined ? '0' : new Decimal(v).toFixed());
 
 export class FinancialService {
-  /** Set by the trading module: refuses a withdrawal that would leave free margin below 0. */
-  freeMarginCheck?: FreeMarginCheck;
-
   constructor(
     private readonly tx: TransactionService,
     private readonly log: AppLogger,
@@ -146,9 +188,9 @@ export class FinancialService {
   /**
    * performCombinedOperation in two halves, for a caller that sends the statement in a
    * round trip of its own making (the idempotency claim's): `statement` (SQL, values
-   * inlined) changes nothing unless `guard` holds; `finish` takes its row and does the
-   * checks and the log line. `valuation` (the wallet's open positions, when the caller
-   * read them in the same round trip) spares the free-margin check its query.
+   * inlined) changes nothing unless `guard` holds; `finish` takes its row and writes
+   * the log line. Money leaving a wallet goes through the calls below (planWithdrawCall,
+   * planTransferCall), which check what is withdrawable.
    */
   planCombinedOperation(
     userId: string,
@@ -160,25 +202,72 @@ export class FinancialService {
     guard = 'TRUE',
   ): WalletChangePlan<WalletChangeRow> {
     const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
-    const balanceDelta = new Decimal(d.balance);
-    // Money leaving (or margin reserved) must be covered by balance - margin.
-    const outflow = balanceDelta.neg().plus(new Decimal(d.margin).gt(0) ? d.margin : 0);
-    // The UPDATE's condition sees the row before the change: old balance - old margin >= outflow.
-    const minAvailable = context.requireWithdrawable && outflow.gt(0) ? outflow.toFixed() : undefined;
-    const statement = walletChangeSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata), minAvailable, guard);
-    const finish = async (trx: Trx, raw: Record<string, unknown> | undefined, valuation?: Valuation) => {
+    const statement = walletChangeSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata), guard);
+    const finish = async (_trx: Trx, raw: Record<string, unknown> | undefined) => {
       const row = toWalletChangeRow(raw);
-      if (!row) {
-        if (minAvailable !== undefined) throw new InsufficientFundsError();
-        throw new NotFoundError('Wallet');
-      }
-      if (context.requireWithdrawable && outflow.gt(0) && new Decimal(row.margin).gt(0) && this.freeMarginCheck) {
-        await this.freeMarginCheck(trx, row, valuation);
-      }
+      if (!row) throw new NotFoundError('Wallet');
       logChange(context.log ?? this.log, operationType, context.operationId, userId, walletType, d, row, metadata);
       return row;
     };
     return { statement, finish };
+  }
+
+  /**
+   * A deposit as one call of `wallet_deposit` (migration 0007): it claims the idempotency
+   * key (`claim`: IdempotencyService.claimArguments), credits the wallet against the
+   * deposit's house account with both postings, and stores the response, the wallet
+   * valued at `positions.quotes`. The caller runs `statement` as a transaction of one
+   * round trip (IdempotencyService.executeCall); `finish` writes the `logger.financial`
+   * line of a call that changed the wallet.
+   */
+  planDepositCall(userId: string, walletType: WalletType, amount: Decimal, metadata: Record<string, unknown> | null,
+    context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<WalletCallRow> {
+    const statement = preparedSql(sql`
+      SELECT * FROM wallet_deposit(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('deposit', walletType)}::text,
+                                   ${context.operationId}::text, ${metadata === null ? null : JSON.stringify(metadata)}::text, ${JSON.stringify(positions.quotes)}::jsonb)`);
+    return { statement, finish: (row) => this.logCall(row, 'deposit', userId, walletType, amount.toFixed(), context, metadata) };
+  }
+
+  /**
+   * A withdrawal as one call of `wallet_withdraw` (migration 0007), like planDepositCall:
+   * the amount must be withdrawable (`min(balance - margin, freeMargin)`), else the call
+   * stores the rejection. A wallet with open positions notifies `positions.notifyChannel`.
+   */
+  planWithdrawCall(userId: string, walletType: WalletType, amount: Decimal,
+    context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<WalletCallRow> {
+    const statement = preparedSql(sql`
+      SELECT * FROM wallet_withdraw(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('withdrawal', walletType)}::text,
+                                    ${context.operationId}::text, ${JSON.stringify(positions.quotes)}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
+    return { statement, finish: (row) => this.logCall(row, 'withdrawal', userId, walletType, amount.neg().toFixed(), context, null) };
+  }
+
+  /**
+   * A transfer to the same wallet type of `toAccountNumber` as one call of
+   * `wallet_transfer` (migration 0007): both wallets locked in id order, the checks,
+   * both balances and postings, the stored response (or rejection). A transfer to
+   * oneself raises SQLSTATE TS400 (a 400, never stored).
+   */
+  planTransferCall(userId: string, walletType: WalletType, toAccountNumber: string, amount: Decimal, note: string | null,
+    context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<TransferCallRow> {
+    const statement = preparedSql(sql`
+      SELECT * FROM wallet_transfer(${claim}, ${walletType}::text, ${toAccountNumber}::text, ${amount.toFixed()}::numeric, ${context.operationId}::text,
+                                    ${note}::text, ${JSON.stringify(positions.quotes)}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
+    const finish = (row: TransferCallRow) => {
+      if (row.posting_id === null) return; // a stored rejection: nothing changed
+      (context.log ?? this.log).financial('transfer', {
+        operationId: context.operationId, userId, walletType, amount: formatMoney(amount), to: toAccountNumber,
+        oldBalance: row.old_balance, newBalance: row.new_balance, recipientOldBalance: row.recipient_old_balance, recipientNewBalance: row.recipient_new_balance,
+      });
+    };
+    return { statement, finish };
+  }
+
+  /** The `logger.financial` line of a single-wallet call that changed the wallet. */
+  private logCall(row: WalletCallRow, operation: OperationType, userId: string, walletType: WalletType, amount: string,
+    context: Omit<FinancialContext, 'trx'>, metadata: Record<string, unknown> | null): void {
+    if (row.posting_id === null) return; // a stored rejection: nothing changed
+    logChange(context.log ?? this.log, operation, context.operationId, userId, walletType, { balance: amount, margin: '0', profit: '0' },
+      { oldBalance: String(row.old_balance), balance: String(row.new_balance), postingId: row.posting_id }, metadata);
   }
 
   /**

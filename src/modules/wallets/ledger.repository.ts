@@ -43,9 +43,8 @@ export interface WalletDeltas {
 /**
  * Applies deltas to one wallet (`balance = balance + $delta`, never a value computed
  * from an unlocked read) and, when the balance moves, writes the two postings of the
- * entry (wallet and house account) in the same statement. `minAvailable` adds the
- * condition `balance - margin >= minAvailable`; no row comes back when it fails.
- * `guard` (SQL) is one more condition: the statement changes nothing unless it holds
+ * entry (wallet and house account) in the same statement. `guard` (SQL) is a
+ * condition: the statement changes nothing unless it holds
  * (the idempotency claim, when the statement travels with it).
  *
  * Returned as `EXECUTE` of a statement prepared per connection, with its values inlined,
@@ -56,7 +55,6 @@ export function walletChangeSql(
   walletType: WalletType,
   deltas: WalletDeltas,
   posting: PostingInfo | undefined,
-  minAvailable?: string,
   guard = 'TRUE',
 ): string {
   const p = posting;
@@ -68,9 +66,7 @@ export function walletChangeSql(
           margin = margin + ${deltas.margin}::numeric,
           realized_profit = realized_profit + ${deltas.profit}::numeric,
           updated_at = now()
-      WHERE user_id = ${userId} AND type = ${walletType}
-        AND (${minAvailable ?? null}::numeric IS NULL OR balance - margin >= ${minAvailable ?? null}::numeric)
-        AND ${sql.raw(guard)}
+      WHERE user_id = ${userId} AND type = ${walletType} AND ${sql.raw(guard)}
       RETURNING *
     ), e AS (
       SELECT nextval('journal_entry_id_seq') AS id FROM w WHERE ${withPosting}
@@ -108,72 +104,6 @@ export const WALLET_COLUMNS = ['id', 'userId', 'type', 'currency', 'balance', 'm
 export function lockWalletSql(userId: string, type: WalletType, guard = 'TRUE'): string {
   return preparedQuery((db) => db.selectFrom('wallets').select(WALLET_COLUMNS).where('userId', '=', userId).where('type', '=', type)
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
-}
-
-/** One wallet of a transfer as `transferSql` returns it. */
-export interface TransferRow {
-  id: string;
-  userId: string;
-  accountNumber: string;
-  /** Before the transfer (locked). */
-  oldBalance: string;
-  margin: string;
-  /** The rest: after the transfer, null when it was not applied. */
-  balance: string | null;
-  type: WalletType | null;
-  currency: string | null;
-  realizedProfit: string | null;
-  updatedAt: Date | null;
-  postingId: string | null;
-  postingCreatedAt: Date | null;
-}
-
-/**
- * A whole transfer in one statement, as SQL text with values inlined: both wallets
- * locked in ascending id order (DESIGN.md rule 3; LockRows sits above the Sort), and
- * only if the recipient exists, is not the sender and the sender's `balance - margin`
- * covers the amount, both balances moved and both postings written. Every locked
- * wallet comes back, so the caller can tell which condition failed. Nothing happens
- * unless `guard` (SQL) holds.
- */
-export function transferSql(fromUserId: string, toAccountNumber: string, walletType: WalletType, amount: string, operationId: string, note: string | null, guard = 'TRUE'): string {
-  return preparedSql(sql`
-    WITH locked AS (
-      SELECT w.id, w.user_id, u.account_number, w.balance, w.margin
-      FROM wallets w JOIN users u ON u.id = w.user_id
-      -- IN over a UNION, not an OR across the join: both sides stay index lookups
-      WHERE w.type = ${walletType} AND ${sql.raw(guard)}
-        AND w.user_id IN (SELECT ${fromUserId}::bigint UNION ALL SELECT id FROM users WHERE account_number = ${toAccountNumber})
-      ORDER BY w.id
-      FOR UPDATE OF w
-    ), s AS (
-      SELECT * FROM locked WHERE user_id = ${fromUserId}::bigint
-    ), go AS (
-      SELECT 1 FROM s, locked r
-      WHERE r.user_id <> s.user_id AND s.account_number <> ${toAccountNumber} AND s.balance - s.margin >= ${amount}::numeric
-    ), w AS (
-      UPDATE wallets SET balance = balance + CASE WHEN id = (SELECT id FROM s) THEN -${amount}::numeric ELSE ${amount}::numeric END,
-                         updated_at = now()
-      WHERE id IN (SELECT id FROM locked) AND EXISTS (SELECT 1 FROM go)
-      RETURNING id, type, currency, balance, margin, realized_profit, updated_at
-    ), e AS (
-      SELECT nextval('journal_entry_id_seq') AS id FROM go
-    ), p AS (
-      INSERT INTO ledger_postings (entry_id, book, wallet_id, type, amount, balance_after, operation_id, counterparty, note)
-      SELECT e.id, w.type, w.id,
-             CASE WHEN w.id = (SELECT id FROM s) THEN 'transfer_out' ELSE 'transfer_in' END,
-             CASE WHEN w.id = (SELECT id FROM s) THEN -${amount}::numeric ELSE ${amount}::numeric END,
-             w.balance, ${operationId},
-             (SELECT o.account_number FROM locked o WHERE o.id <> w.id),
-             ${note}
-      FROM w CROSS JOIN e
-      RETURNING id, wallet_id, created_at
-    )
-    SELECT l.id, l.user_id, l.account_number, l.balance AS old_balance, w.balance, l.margin,
-           w.type, w.currency, w.realized_profit, w.updated_at, p.id AS posting_id, p.created_at AS posting_created_at
-    FROM locked l LEFT JOIN w ON w.id = l.id LEFT JOIN p ON p.wallet_id = l.id
-    ORDER BY l.id
-  `);
 }
 
 export async function findWallet(db: Db | Trx, userId: string, type: WalletType): Promise<WalletRow | undefined> {

@@ -5,15 +5,15 @@
 import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
 import type { PostingRow, WalletRow, WalletType } from '../../platform/db/schema.js';
-import { DomainError, InsufficientFundsError, NotFoundError, ValidationError } from '../../platform/errors.js';
+import { NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { IdempotencyService, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
-import { camelRow } from '../../platform/db/inline.js';
 import type pg from 'pg';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatMoney, ZERO } from '../../platform/money.js';
-import type { FinancialService } from './financial.service.js';
-import { findWallet, findWallets, listPostings, transferSql, type TransferRow, type WalletChangeRow } from './ledger.repository.js';
+import type { FinancialService, MoneyCallPlan, PositionsInput } from './financial.service.js';
+import { sqlState } from '../../platform/transaction.service.js';
+import { findWallet, findWallets, listPostings, type WalletChangeRow } from './ledger.repository.js';
 
 export interface Valuation {
   /** Sum of the open orders' unrealized P&L, each rounded half-to-even to the cent. */
@@ -45,6 +45,12 @@ export interface DepositEvent {
 
 /** In-transaction hook run by every deposit; may return the wallet's newer state. */
 export type DepositHook = (trx: Trx, event: DepositEvent) => Promise<WalletChangeRow | void>;
+
+/**
+ * Whether a hook may act on a deposit (false: it certainly does nothing). A deposit no
+ * hook may act on is one PL/pgSQL call in one round trip; the others run the hooks.
+ */
+export type DepositHookFilter = (userId: string, walletType: WalletType, amount: Decimal) => Promise<boolean>;
 
 export interface WalletView {
   type: WalletType;
@@ -119,7 +125,9 @@ export interface RequestContext {
 }
 
 export class WalletService {
-  readonly depositHooks: DepositHook[] = [];
+  readonly depositHooks: { hook: DepositHook; mayAct: DepositHookFilter }[] = [];
+  /** What the money calls value open positions at and notify (set by the trading module). */
+  positions: () => PositionsInput = () => ({ quotes: [], notifyChannel: null });
   valuation: ValuationProvider = async () => new Map();
   valuationQuery: ValuationQuery | undefined;
 
@@ -132,8 +140,8 @@ export class WalletService {
   ) {}
 
   /** Registers an in-transaction hook run by every deposit (the referral module's signup bonus). */
-  onDeposit(hook: DepositHook): void {
-    this.depositHooks.push(hook);
+  onDeposit(hook: DepositHook, mayAct: DepositHookFilter = async () => true): void {
+    this.depositHooks.push({ hook, mayAct });
   }
 
   async view(db: Db | Trx, w: WalletState): Promise<WalletView> {
@@ -180,85 +188,74 @@ export class WalletService {
   }
 
   /**
-   * A single-wallet money operation in two round trips: the wallet change and the
-   * wallet's open positions travel with the idempotency claim (and change nothing
-   * unless the claim took the key); the stored response travels with COMMIT.
+   * A deposit some hook may act on (a referred user's qualifying deposit: the signup
+   * bonus) runs the hooks in its transaction, in the statement form: the wallet change
+   * and the wallet's open positions travel with the idempotency claim, the stored
+   * response with COMMIT. Every other deposit is one call (depositInOneCall).
    */
-  private singleWalletOperation(
-    key: IdempotencyKey, ctx: RequestContext, type: WalletType, operation: 'deposit' | 'withdrawal', amount: Decimal, metadata: Record<string, unknown> | null,
-    respond: (trx: Trx, row: WalletChangeRow, valuation: Valuation | undefined) => Promise<WalletChangeRow>,
-  ): Promise<IdempotentOutcome> {
-    const signed = operation === 'withdrawal' ? amount.neg() : amount;
-    const plan = this.financial.planCombinedOperation(ctx.userId, { balance: signed }, type, operation, metadata, {
-      operationId: ctx.operationId, log: ctx.log, requireWithdrawable: operation === 'withdrawal',
+  async deposit(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string, paymentMethod: string | undefined): Promise<IdempotentOutcome> {
+    const metadata = paymentMethod ? { paymentMethod } : null;
+    const value = new Decimal(amount);
+    let hooks = false;
+    for (const h of this.depositHooks) hooks ||= await h.mayAct(ctx.userId, type, value);
+    if (!hooks) {
+      const plan = this.financial.planDepositCall(ctx.userId, type, value, metadata, { operationId: ctx.operationId, log: ctx.log },
+        this.idempotency.claimArguments(key), this.positions());
+      return this.oneCall(key, ctx, 'deposit', plan);
+    }
+    const plan = this.financial.planCombinedOperation(ctx.userId, { balance: value }, type, 'deposit', metadata, {
+      operationId: ctx.operationId, log: ctx.log,
     }, IdempotencyService.CLAIMED);
     return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx, first) => { // read routing
       const raw = first[0]?.rows[0] as Record<string, unknown> | undefined;
       const valuation = raw ? this.positionsOf(first[1], String(raw.id)) : undefined;
-      const row = await plan.finish(trx, raw, valuation);
-      const transaction = this.changeToTransaction(row, operation, signed.toFixed(), ctx.operationId, { metadata });
-      const latest = await respond(trx, row, valuation);
+      const row = await plan.finish(trx, raw);
+      const transaction = this.changeToTransaction(row, 'deposit', value.toFixed(), ctx.operationId, { metadata });
+      let latest = row;
+      for (const { hook } of this.depositHooks) {
+        const newer = await hook(trx, { userId: ctx.userId, walletType: type, amount: value, operationId: ctx.operationId, postingId: row.postingId!, log: ctx.log });
+        if (newer) latest = newer;
+      }
       return { status: 201, data: { transaction, wallet: toWalletView(latest, valuation) } };
     }, {
-      operation, log: ctx.log, first: `${plan.statement}; ${this.positionsSql(ctx.userId, type)}`,
+      operation: 'deposit', log: ctx.log, first: `${plan.statement}; ${this.positionsSql(ctx.userId, type)}`,
       // A deposit's only rejection is a missing wallet, which registration rules out: no savepoint.
-      savepoint: operation === 'withdrawal',
+      savepoint: false,
     }));
   }
 
-  async deposit(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string, paymentMethod: string | undefined): Promise<IdempotentOutcome> {
-    const metadata = paymentMethod ? { paymentMethod } : null;
-    return this.singleWalletOperation(key, ctx, type, 'deposit', new Decimal(amount), metadata, async (trx, row) => {
-      let latest = row;
-      for (const hook of this.depositHooks) {
-        const newer = await hook(trx, { userId: ctx.userId, walletType: type, amount: new Decimal(amount), operationId: ctx.operationId, postingId: row.postingId!, log: ctx.log });
-        if (newer) latest = newer;
-      }
-      return latest;
-    });
+  /** One call (migration 0007): the withdrawable amount is `min(balance - margin, freeMargin)`. */
+  async withdraw(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string): Promise<IdempotentOutcome> {
+    const plan = this.financial.planWithdrawCall(ctx.userId, type, new Decimal(amount), { operationId: ctx.operationId, log: ctx.log },
+      this.idempotency.claimArguments(key), this.positions());
+    return this.oneCall(key, ctx, 'withdrawal', plan);
   }
 
-  async withdraw(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string): Promise<IdempotentOutcome> {
-    return this.singleWalletOperation(key, ctx, type, 'withdrawal', new Decimal(amount), null, async (_trx, row) => row);
+  /** One call (migration 0007): both wallets locked in id order, the checks, both sides, the stored response. */
+  async transfer(key: IdempotencyKey, ctx: RequestContext, type: WalletType, toAccountNumber: string, amount: string, note: string | undefined): Promise<IdempotentOutcome> {
+    const plan = this.financial.planTransferCall(ctx.userId, type, toAccountNumber, new Decimal(amount), note ?? null, { operationId: ctx.operationId, log: ctx.log },
+      this.idempotency.claimArguments(key), this.positions());
+    return this.oneCall(key, ctx, 'transfer', plan);
   }
 
   /**
-   * Two round trips: the whole transfer (locks in id order, checks, both balances and
-   * postings) and the sender's open positions travel with the idempotency claim; the
-   * stored response with COMMIT. Which check failed is read from the locked rows.
+   * A money operation that is one PL/pgSQL call (migration 0007): claim, checks, change,
+   * postings and the stored response (or rejection) in one round trip with BEGIN and
+   * COMMIT. The calls raise for what is never stored: a deposit's missing wallet
+   * (no_data_found) and a transfer to oneself (TS400); both roll back, key included.
    */
-  async transfer(key: IdempotencyKey, ctx: RequestContext, type: WalletType, toAccountNumber: string, amount: string, note: string | undefined): Promise<IdempotentOutcome> {
-    const statement = transferSql(ctx.userId, toAccountNumber, type, amount, ctx.operationId, note ?? null, IdempotencyService.CLAIMED);
-    return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx, first) => { // read routing
-      const locked = (first[0]?.rows ?? []).map((r) => camelRow<TransferRow>(r as Record<string, unknown>));
-      const from = locked.find((w) => w.userId === ctx.userId);
-      if (!from) throw new NotFoundError('Wallet');
-      if (from.accountNumber === toAccountNumber) throw new ValidationError('Cannot transfer to your own account', [{ field: 'toAccountNumber', message: 'is your own account' }]);
-      const to = locked.find((w) => w.userId !== ctx.userId);
-      if (!to) throw new DomainError('RECIPIENT_NOT_FOUND', 'No account with this account number');
-      if (from.balance === null || to.balance === null) throw new InsufficientFundsError();
-      const sender: WalletChangeRow = {
-        id: from.id, userId: from.userId, type: from.type!, currency: from.currency!, balance: from.balance, margin: from.margin,
-        realizedProfit: from.realizedProfit!, updatedAt: from.updatedAt!, oldBalance: from.oldBalance, postingId: from.postingId, postingCreatedAt: from.postingCreatedAt,
-      };
-      const valuation = this.positionsOf(first[1], from.id);
-      if (new Decimal(from.margin).gt(0) && this.financial.freeMarginCheck) await this.financial.freeMarginCheck(trx, sender, valuation);
-      ctx.log.financial('transfer', {
-        operationId: ctx.operationId, userId: ctx.userId, walletType: type, amount, to: toAccountNumber,
-        oldBalance: from.oldBalance, newBalance: from.balance, recipientOldBalance: to.oldBalance, recipientNewBalance: to.balance,
-      });
-      const transaction: TransactionView = {
-        id: from.postingId!,
-        type: 'transfer_out',
-        amount: formatMoney(new Decimal(amount).neg()),
-        balanceAfter: formatMoney(from.balance),
-        createdAt: from.postingCreatedAt!.toISOString(),
-        operationId: ctx.operationId,
-        counterparty: to.accountNumber,
-      };
-      if (note !== undefined) transaction.note = note;
-      return { status: 201, data: { transaction, wallet: toWalletView(sender, valuation) } };
-    }, { operation: 'transfer', log: ctx.log, first: `${statement}; ${this.positionsSql(ctx.userId, type)}` }));
+  private oneCall<R extends object>(key: IdempotencyKey, ctx: RequestContext, operation: string, plan: MoneyCallPlan<R>): Promise<IdempotentOutcome> {
+    return this.noteWrite(ctx.userId, (async () => { // read routing
+      try {
+        const { outcome, row } = await this.idempotency.executeCall<R>(key, plan.statement, { operation, log: ctx.log });
+        if (!outcome.replayed) plan.finish(row);
+        return outcome;
+      } catch (err) {
+        if (sqlState(err) === 'P0002') throw new NotFoundError('Wallet');
+        if (sqlState(err) === 'TS400') throw new ValidationError('Cannot transfer to your own account', [{ field: 'toAccountNumber', message: 'is your own account' }]);
+        throw err;
+      }
+    })());
   }
 
   async history(userId: string, type: WalletType, q: { limit: number; cursor?: string; type?: string; from?: string; to?: string }) {

@@ -1,0 +1,174 @@
+/**
+ * Deposit, withdrawal and transfer are one PL/pgSQL call each (migration 0007), which
+ * writes the response in SQL. It must be the same JSON text the TypeScript views render
+ * (API.md's `transaction` and `wallet`, open positions valued half-to-even per order),
+ * byte for byte: a replay returns the stored text, and clients read both.
+ */
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
+import { closeLeftovers, makeAdmin, open, setQuote, type User } from '../trading/helpers.js';
+
+let t: TestApp;
+let admin: User;
+beforeAll(async () => {
+  t = await startTestApp();
+  admin = await makeAdmin(t);
+});
+afterAll(async () => {
+  await closeLeftovers(t);
+  await t.close();
+});
+
+async function storedResponse(userId: string, key: string) {
+  const { rows } = await sql<{ status: string; responseStatus: number; responseBody: string }>`
+    SELECT status, response_status, response_body FROM idempotency_keys WHERE user_id = ${userId} AND key = ${key}`.execute(t.database.db);
+  return rows[0];
+}
+
+/** An operation's `data` as the TypeScript views render it now: the wallet, and its newest transaction. */
+async function renderedByViews(u: { token: string }, type: 'live' | 'demo') {
+  const w = await call(t.app, 'GET', `/api/v1/wallets/${type}`, undefined, { token: u.token });
+  const tx = await call(t.app, 'GET', `/api/v1/wallets/${type}/transactions?limit=1`, undefined, { token: u.token });
+  expect(w.status).toBe(200);
+  expect(tx.status).toBe(200);
+  return JSON.stringify({ transaction: tx.body.data.items[0], wallet: w.body.data.wallet });
+}
+
+describe('money operations as one PL/pgSQL call', () => {
+  it('answers and stores the same bytes as the views, with open positions valued half-to-even per order', async () => {
+    await setQuote(t, admin, 'BTCUSD', '60000.00', '60010.00');
+    await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
+    const u = await fundedUser(t.app, '5000.00');
+    await open(t, u, { symbol: 'BTCUSD', side: 'buy', volume: '0.01' }); // at 60010.00
+    await open(t, u, { symbol: 'BTCUSD', side: 'sell', volume: '0.01' }); // at 60000.00
+    await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.10' }); // at 1.08010
+    // buy: (60010.50 − 60010.00) × 0.01 = 0.005 → 0.00; sell: (60000.00 − 60011.50) × 0.01 = −0.115 → −0.12
+    await setQuote(t, admin, 'BTCUSD', '60010.50', '60011.50');
+    // buy: (1.08123 − 1.08010) × 10,000 = 11.30
+    await setQuote(t, admin, 'EURUSD', '1.08123', '1.08133');
+
+    const key = newKey();
+    const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '12.3', paymentMethod: 'card' }, { token: u.token, key });
+    expect(r.status).toBe(201);
+    const stored = await storedResponse(u.user.id, key);
+    expect(stored).toMatchObject({ status: 'completed', responseStatus: 201 });
+    expect(JSON.stringify(r.body.data)).toBe(stored!.responseBody);
+    expect(stored!.responseBody).toBe(await renderedByViews(u, 'live'));
+
+    const wallet = r.body.data.wallet;
+    expect(wallet.balance).toBe('5012.30');
+    expect(wallet.equity).toBe('5023.48'); // 5012.30 + 0.00 − 0.12 + 11.30
+    expect(wallet.freeMargin).toBe(String((502348 - Math.round(Number(wallet.margin) * 100)) / 100));
+    expect(wallet.marginLevel).not.toBeNull();
+    expect(r.body.data.transaction).toMatchObject({ type: 'deposit', amount: '12.30', balanceAfter: '5012.30', metadata: { paymentMethod: 'card' } });
+
+    // The replay is the stored text.
+    const again = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '12.3', paymentMethod: 'card' }, { token: u.token, key });
+    expect(again.status).toBe(201);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(JSON.stringify(again.body.data)).toBe(stored!.responseBody);
+  });
+
+  it('withdrawal and transfer answer the bytes of the views too, note escaped as JSON.stringify does', async () => {
+    await setQuote(t, admin, 'BTCUSD', '60000.00', '60010.00');
+    const u = await fundedUser(t.app, '3000.00');
+    const other = await registerUser(t.app);
+    await open(t, u, { symbol: 'BTCUSD', side: 'buy', volume: '0.03' }); // at 60010.00
+    await setQuote(t, admin, 'BTCUSD', '60010.50', '60011.50'); // (0.50 × 0.03 = 0.015 → 0.02)
+
+    const wkey = newKey();
+    const w = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '100.05' }, { token: u.token, key: wkey });
+    expect(w.status).toBe(201);
+    expect(w.body.data.transaction).toMatchObject({ type: 'withdrawal', amount: '-100.05', balanceAfter: '2899.95' });
+    expect(w.body.data.wallet.equity).toBe('2899.97');
+    expect((await storedResponse(u.user.id, wkey))!.responseBody).toBe(await renderedByViews(u, 'live'));
+
+    const note = 'rent "May" \\ split\n\tüñí€ 😀 \u2028 \u0001';
+    const tkey = newKey();
+    const tr = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: other.user.accountNumber, amount: '0.99', note }, { token: u.token, key: tkey });
+    expect(tr.status).toBe(201);
+    expect(tr.body.data.transaction).toMatchObject({ type: 'transfer_out', amount: '-0.99', balanceAfter: '2898.96', counterparty: other.user.accountNumber, note });
+    expect((await storedResponse(u.user.id, tkey))!.responseBody).toBe(await renderedByViews(u, 'live'));
+    const received = await call(t.app, 'GET', '/api/v1/wallets/live/transactions?limit=1', undefined, { token: other.token });
+    expect(received.body.data.items[0]).toMatchObject({ type: 'transfer_in', amount: '0.99', balanceAfter: '0.99', counterparty: u.user.accountNumber, note });
+
+    // A transfer without a note has no note; an empty note is shown as sent.
+    const bare = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: other.user.accountNumber, amount: '0.01' }, { token: u.token, key: newKey() });
+    expect(bare.status).toBe(201);
+    expect('note' in bare.body.data.transaction).toBe(false);
+    const empty = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: other.user.accountNumber, amount: '0.01', note: '' }, { token: u.token, key: newKey() });
+    expect(empty.status).toBe(201);
+    expect(empty.body.data.transaction.note).toBe('');
+  });
+
+  it('stores each rejection of a withdrawal and a transfer, and a self-transfer is a 400 that is not stored', async () => {
+    const u = await fundedUser(t.app, '50.00');
+    const other = await registerUser(t.app);
+    const cases: [string, unknown, number, string][] = [
+      ['withdraw', { amount: '50.01' }, 422, 'INSUFFICIENT_FUNDS'],
+      ['transfer', { toAccountNumber: other.user.accountNumber, amount: '50.01' }, 422, 'INSUFFICIENT_FUNDS'],
+      ['transfer', { toAccountNumber: '9999999999', amount: '1.00' }, 404, 'RECIPIENT_NOT_FOUND'],
+    ];
+    for (const [op, body, status, code] of cases) {
+      const key = newKey();
+      const r = await call(t.app, 'POST', `/api/v1/wallets/live/${op}`, body, { token: u.token, key });
+      expect([r.status, r.body.error.code]).toEqual([status, code]);
+      const stored = await storedResponse(u.user.id, key);
+      expect(stored).toMatchObject({ status: 'completed', responseStatus: status });
+      expect(JSON.parse(stored!.responseBody)).toEqual(r.body.error);
+      const again = await call(t.app, 'POST', `/api/v1/wallets/live/${op}`, body, { token: u.token, key });
+      expect([again.status, again.headers['idempotent-replayed']]).toEqual([status, 'true']);
+    }
+    const key = newKey();
+    const self = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: u.user.accountNumber, amount: '1.00' }, { token: u.token, key });
+    expect([self.status, self.body.error.code]).toEqual([400, 'VALIDATION_FAILED']);
+    expect(self.body.error.details).toEqual([{ field: 'toAccountNumber', message: 'is your own account' }]);
+    expect(await storedResponse(u.user.id, key)).toBeUndefined();
+    const w = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+    expect(w.body.data.wallet.balance).toBe('50.00');
+  });
+
+  it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {
+    const u = await registerUser(t.app);
+    const key = newKey();
+    const r = await call(t.app, 'POST', '/api/v1/wallets/demo/deposit', { amount: '0.01' }, { token: u.token, key });
+    expect(r.status).toBe(201);
+    expect(r.body.data.wallet.marginLevel).toBeNull();
+    expect(r.body.data.transaction.metadata).toBeUndefined();
+    expect((await storedResponse(u.user.id, key))!.responseBody).toBe(await renderedByViews(u, 'demo'));
+  });
+
+  it('a missing wallet is 404 and rolls back everything, the key included', async () => {
+    const u = await registerUser(t.app);
+    await sql`DELETE FROM wallets WHERE user_id = ${u.user.id} AND type = 'live'`.execute(t.database.db);
+    const key = newKey();
+    const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '10.00' }, { token: u.token, key });
+    expect(r.status).toBe(404);
+    expect(r.body.error.code).toBe('NOT_FOUND');
+    expect(await storedResponse(u.user.id, key)).toBeUndefined();
+    const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM ledger_postings WHERE operation_id = ${r.body.operationId}`.execute(t.database.db);
+    expect(rows[0]!.n).toBe('0');
+  });
+
+  it('a key reused for a different deposit is 422 and a key in progress is 409, as on the statement path', async () => {
+    const u = await fundedUser(t.app, '10.00');
+    const key = newKey();
+    expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '1.00' }, { token: u.token, key })).status).toBe(201);
+    const reused = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '2.00' }, { token: u.token, key });
+    expect(reused.status).toBe(422);
+    expect(reused.body.error.code).toBe('IDEMPOTENCY_KEY_REUSED');
+
+    // Another transaction holds the key's advisory lock (a request still running).
+    const busy = newKey();
+    await t.database.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`${u.user.id}:${busy}`}, 0))`.execute(trx);
+      const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '3.00' }, { token: u.token, key: busy });
+      expect(r.status).toBe(409);
+      expect(r.body.error.code).toBe('IDEMPOTENCY_IN_PROGRESS');
+    });
+    expect(await storedResponse(u.user.id, busy)).toBeUndefined();
+    const w = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+    expect(w.body.data.wallet.balance).toBe('11.00');
+  });
+});

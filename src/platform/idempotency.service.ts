@@ -207,7 +207,7 @@ export class IdempotencyService {
   }
 
   /**
-   * The arguments a PL/pgSQL operation passes to `idempotency_claim` (migration 0007):
+   * The arguments a PL/pgSQL operation (migration 0007) claims its key with:
    * user, key, method, path, request hash and time to live, as SQL.
    */
   claimArguments(k: IdempotencyKey): RawBuilder<unknown> {
@@ -216,7 +216,7 @@ export class IdempotencyService {
 
   /**
    * An operation that is one call of a PL/pgSQL function which claims the key itself
-   * (`idempotency_claim`: the same advisory lock and rules as `execute`'s claim, so the
+   * (the same advisory lock and rules as `execute`'s claim statement, so the
    * two paths exclude each other) and stores its response before it returns: BEGIN, the
    * call and COMMIT are one round trip. The call's row has the claim's columns (locked,
    * inserted, request_hash, response_status, response_body); when the call took the key,

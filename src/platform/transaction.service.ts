@@ -202,8 +202,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * Transactions run on one pool client of their own; queries of `trx` reach it through
  * AsyncLocalStorage. That lets BEGIN and the SET LOCAL bounds travel in one round trip
- * (with the idempotency claim), and the stored response with COMMIT: a money
- * operation costs three round trips, not eight.
+ * (with the idempotency claim), and the stored response with COMMIT: an operation in
+ * statements costs two or three round trips, not eight. An operation that is one
+ * PL/pgSQL call is one round trip (executeBatchWithRetry).
  */
 export class TransactionService {
   readonly stats = new TransactionStats();

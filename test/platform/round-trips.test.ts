@@ -317,4 +317,39 @@ describe('generic plans of the prepared statements', () => {
     expect(change).toMatch(/wallets_user_type_key/);
     expect(change).not.toMatch(/Seq Scan on wallets/);
   });
+
+  it("the money calls' own statements use their indexes (auto_explain of the function bodies, generic plans)", async () => {
+    const admin = await makeAdmin(t);
+    await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
+    const u = await fundedUser(t.app, '1000.00');
+    const other = await registerUser(t.app);
+    const o = await place(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.01', walletType: 'live' }); // margin > 0: the valuation runs
+    expect(o.status).toBe(201);
+    const client = new pg.Client({ connectionString: t.url });
+    await client.connect();
+    const plans: string[] = [];
+    client.on('notice', (n) => plans.push(n.message ?? ''));
+    const claim = (key: string) => `${literal(u.user.id)}, ${literal(key)}, 'POST', '/explain', 'h', 24`;
+    const rejections = literal(JSON.stringify({ wallet: [404, '{}'], recipient: [404, '{}'], funds: [422, '{}'], free_margin: [422, '{}'] }));
+    const quotes = literal(JSON.stringify([{ symbol: 'EURUSD', bid: '1.10000', ask: '1.10010' }]));
+    try {
+      await client.query(`LOAD 'auto_explain'`);
+      await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice;
+                          SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan`);
+      await client.query('BEGIN');
+      await client.query(`SELECT * FROM wallet_deposit(${claim('explain-d')}, 'live', 1.00, 'deposit_gateway', 'op-d', NULL, ${quotes})`);
+      await client.query(`SELECT * FROM wallet_withdraw(${claim('explain-w')}, 'live', 1.00, 'withdrawal_gateway', 'op-w', ${quotes}, ${rejections}, NULL)`);
+      await client.query(`SELECT * FROM wallet_transfer(${claim('explain-t')}, 'live', ${literal(other.user.accountNumber)}, 1.00, 'op-t', NULL, ${quotes}, ${rejections}, NULL)`);
+      await client.query('ROLLBACK');
+    } finally {
+      await client.end();
+    }
+    const text = plans.join('\n');
+    expect(text).toMatch(/idempotency_keys_pkey/);
+    expect(text).toMatch(/wallets_user_type_key/);
+    expect(text).toMatch(/users_account_number_key/);
+    expect(text).toMatch(/orders_open_wallet_idx/);
+    expect(text).not.toMatch(/Seq Scan/);
+    await call(t.app, 'POST', `/api/v1/orders/${o.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
+  });
 });

@@ -70,6 +70,20 @@ describe('money operations as one PL/pgSQL call', () => {
     expect(JSON.stringify(again.body.data)).toBe(stored!.responseBody);
   });
 
+  it('rounds a marginLevel that ends in an exact half to even', async () => {
+    await setQuote(t, admin, 'BTCUSD', '60000.00', '60001.00');
+    const u = await fundedUser(t.app, '1000.00');
+    // a sell at the bid 60000.00, 0.01 × 60000.00 / 15 = 40.00 of margin
+    await open(t, u, { symbol: 'BTCUSD', side: 'sell', volume: '0.01', leverage: 15 });
+    await setQuote(t, admin, 'BTCUSD', '59999.00', '60000.00'); // unrealized P&L 0.00
+    const key = newKey();
+    const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '0.01' }, { token: u.token, key });
+    expect(r.status).toBe(201);
+    // 1000.01 / 40.00 × 100 = 2500.025: half-to-even gives 2500.02 (half-up would give 2500.03)
+    expect(r.body.data.wallet).toMatchObject({ balance: '1000.01', margin: '40.00', equity: '1000.01', marginLevel: '2500.02' });
+    expect((await storedResponse(u.user.id, key))!.responseBody).toBe(await renderedByViews(u, 'live'));
+  });
+
   it('withdrawal and transfer answer the bytes of the views too, note escaped as JSON.stringify does', async () => {
     await setQuote(t, admin, 'BTCUSD', '60000.00', '60010.00');
     const u = await fundedUser(t.app, '3000.00');

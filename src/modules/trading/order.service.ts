@@ -250,7 +250,7 @@ export class OrderService {
         openOperationId: ctx.operationId,
       }), reserve.statement]);
       const order = camelRow<OrderRow>(inserted!.rows[0] as Record<string, unknown>);
-      const row = await reserve.finish(trx, reserved!.rows[0] as Record<string, unknown> | undefined);
+      const row = await reserve.finish(reserved!.rows[0] as Record<string, unknown> | undefined);
       opened = { order, wallet: row };
       await this.inTransaction?.(trx, order);
       ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
@@ -337,7 +337,7 @@ export class OrderService {
     const closedRaw = closedResult!.rows[0] as Record<string, unknown> | undefined;
     if (!closedRaw) throw notOpen();
     const closedRow = camelRow<OrderRow>(closedRaw);
-    const wallet: WalletChangeRow = await change.finish(trx, changed!.rows[0] as Record<string, unknown> | undefined);
+    const wallet: WalletChangeRow = await change.finish(changed!.rows[0] as Record<string, unknown> | undefined);
     const valuation = positions ? this.valuationOfRows(positions.rows as Record<string, unknown>[]).get(order.walletId) : undefined;
     const event: OrderClosedEvent = {
       orderId: order.id, userId: order.userId, walletId: order.walletId, walletType: order.walletType, symbol: order.symbol, side: order.side,

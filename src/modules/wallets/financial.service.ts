@@ -9,7 +9,7 @@ import type { WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, NotFoundError } from '../../platform/errors.js';
 import { rejectionResponse } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
-import { Decimal, formatMoney } from '../../platform/money.js';
+import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 import { sql, type RawBuilder } from 'kysely';
 import { preparedSql } from '../../platform/db/inline.js';
@@ -53,7 +53,6 @@ export interface CombinedDeltas {
   profit?: string | Decimal;
 }
 
-
 /** The ledger entry of a wallet change: its type, house account and references. */
 function postingFor(operationType: OperationType, walletType: WalletType, context: Omit<FinancialContext, 'trx'>, metadata: Record<string, unknown> | null): PostingInfo {
   return {
@@ -83,7 +82,7 @@ function logChange(log: AppLogger, operation: string, operationId: string, userI
  */
 export interface WalletChangePlan<T> {
   statement: string;
-  finish(trx: Trx, raw: Record<string, unknown> | undefined): Promise<T>;
+  finish(raw: Record<string, unknown> | undefined): Promise<T>;
 }
 
 /** A quote as `wallet_deposit` values open orders at (strings, exact). */
@@ -120,7 +119,7 @@ export interface TransferCallRow extends WalletCallRow {
 }
 
 /** A transfer to an account number nobody has (API.md: 404 for any such number). */
-export function recipientNotFound(): DomainError {
+function recipientNotFound(): DomainError {
   return new DomainError('RECIPIENT_NOT_FOUND', 'No account with this account number');
 }
 
@@ -179,7 +178,7 @@ export class FinancialService {
     const run = async (trx: Trx) => {
       const { rows } = await sql.raw<Record<string, unknown>>(plan.statement).execute(trx);
       // Through Kysely the row is camelCase already; toWalletChangeRow leaves it so.
-      return plan.finish(trx, rows[0]);
+      return plan.finish(rows[0]);
     };
     if (context.trx) return run(context.trx);
     return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
@@ -203,7 +202,7 @@ export class FinancialService {
   ): WalletChangePlan<WalletChangeRow> {
     const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
     const statement = walletChangeSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata), guard);
-    const finish = async (_trx: Trx, raw: Record<string, unknown> | undefined) => {
+    const finish = async (raw: Record<string, unknown> | undefined) => {
       const row = toWalletChangeRow(raw);
       if (!row) throw new NotFoundError('Wallet');
       logChange(context.log ?? this.log, operationType, context.operationId, userId, walletType, d, row, metadata);
@@ -242,20 +241,20 @@ export class FinancialService {
   }
 
   /**
-   * A transfer to the same wallet type of `toAccountNumber` as one call of
+   * A transfer (`amount` as sent, which the log line shows) to the same wallet type of `toAccountNumber` as one call of
    * `wallet_transfer` (migration 0007): both wallets locked in id order, the checks,
    * both balances and postings, the stored response (or rejection). A transfer to
    * oneself raises SQLSTATE TS400 (a 400, never stored).
    */
-  planTransferCall(userId: string, walletType: WalletType, toAccountNumber: string, amount: Decimal, note: string | null,
+  planTransferCall(userId: string, walletType: WalletType, toAccountNumber: string, amount: string, note: string | null,
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<TransferCallRow> {
     const statement = preparedSql(sql`
-      SELECT * FROM wallet_transfer(${claim}, ${walletType}::text, ${toAccountNumber}::text, ${amount.toFixed()}::numeric, ${context.operationId}::text,
+      SELECT * FROM wallet_transfer(${claim}, ${walletType}::text, ${toAccountNumber}::text, ${new Decimal(amount).toFixed()}::numeric, ${context.operationId}::text,
                                     ${note}::text, ${JSON.stringify(positions.quotes)}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
     const finish = (row: TransferCallRow) => {
       if (row.posting_id === null) return; // a stored rejection: nothing changed
       (context.log ?? this.log).financial('transfer', {
-        operationId: context.operationId, userId, walletType, amount: formatMoney(amount), to: toAccountNumber,
+        operationId: context.operationId, userId, walletType, amount, to: toAccountNumber,
         oldBalance: row.old_balance, newBalance: row.new_balance, recipientOldBalance: row.recipient_old_balance, recipientNewBalance: row.recipient_new_balance,
       });
     };
@@ -300,7 +299,7 @@ export class FinancialService {
     const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
     const statement = walletChangeWithCompensationSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata),
       { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
-    const finish = async (_trx: Trx, raw: Record<string, unknown> | undefined) => {
+    const finish = async (raw: Record<string, unknown> | undefined) => {
       const row = toWalletChangeRow<ProtectedWalletChangeRow>(raw);
       if (!row) throw new NotFoundError('Wallet');
       const log = context.log ?? this.log;

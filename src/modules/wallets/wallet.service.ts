@@ -191,7 +191,7 @@ export class WalletService {
    * A deposit some hook may act on (a referred user's qualifying deposit: the signup
    * bonus) runs the hooks in its transaction, in the statement form: the wallet change
    * and the wallet's open positions travel with the idempotency claim, the stored
-   * response with COMMIT. Every other deposit is one call (depositInOneCall).
+   * response with COMMIT. Every other deposit is one call (`wallet_deposit`, see oneCall).
    */
   async deposit(key: IdempotencyKey, ctx: RequestContext, type: WalletType, amount: string, paymentMethod: string | undefined): Promise<IdempotentOutcome> {
     const metadata = paymentMethod ? { paymentMethod } : null;
@@ -209,7 +209,7 @@ export class WalletService {
     return this.noteWrite(ctx.userId, this.idempotency.execute(key, async (trx, first) => { // read routing
       const raw = first[0]?.rows[0] as Record<string, unknown> | undefined;
       const valuation = raw ? this.positionsOf(first[1], String(raw.id)) : undefined;
-      const row = await plan.finish(trx, raw);
+      const row = await plan.finish(raw);
       const transaction = this.changeToTransaction(row, 'deposit', value.toFixed(), ctx.operationId, { metadata });
       let latest = row;
       for (const { hook } of this.depositHooks) {
@@ -233,7 +233,7 @@ export class WalletService {
 
   /** One call (migration 0007): both wallets locked in id order, the checks, both sides, the stored response. */
   async transfer(key: IdempotencyKey, ctx: RequestContext, type: WalletType, toAccountNumber: string, amount: string, note: string | undefined): Promise<IdempotentOutcome> {
-    const plan = this.financial.planTransferCall(ctx.userId, type, toAccountNumber, new Decimal(amount), note ?? null, { operationId: ctx.operationId, log: ctx.log },
+    const plan = this.financial.planTransferCall(ctx.userId, type, toAccountNumber, amount, note ?? null, { operationId: ctx.operationId, log: ctx.log },
       this.idempotency.claimArguments(key), this.positions());
     return this.oneCall(key, ctx, 'transfer', plan);
   }

@@ -17,6 +17,10 @@ import { sql, type Kysely } from 'kysely';
  *   before their values decide anything; balances change as `balance = balance ± amount`;
  * - rule 7: each entry's postings share an entry id and sum to zero.
  *
+ * The claim is the same as IdempotencyService's claim statement, written again in
+ * PL/pgSQL (a nested function call measured slower than the inlined block); both take
+ * the same advisory lock, so a key is never processed by both paths at once.
+ *
  * The calls answer in the same JSON text the TypeScript views render (`{transaction,
  * wallet}`: keys in the same order, money with two decimals, times in ISO-8601 UTC with
  * milliseconds), the wallet valued at the quotes the caller passes: each open order's
@@ -50,8 +54,11 @@ const CLAIM = `
         RETURN;
       END IF;`;
 
-/** PL/pgSQL: writes the call's response_status and response_body to the key row. */
+/** PL/pgSQL: writes the call's response_status and response_body to the key row (never NULL: see the CHECK below). */
 const store = (fn: string) => `
+      IF ${fn}.response_status IS NULL OR ${fn}.response_body IS NULL THEN
+        RAISE EXCEPTION '% would store no response', '${fn}';
+      END IF;
       UPDATE idempotency_keys SET status = 'completed', response_status = ${fn}.response_status, response_body = ${fn}.response_body
       WHERE user_id = p_user AND key = p_key;`;
 
@@ -103,6 +110,10 @@ const DECLARE = `
       pnl numeric := 0;`;
 
 export async function up(db: Kysely<unknown>): Promise<void> {
+  // Rule 5: a completed key always has the response a replay returns.
+  await sql`
+    ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_completed_has_response
+      CHECK (status <> 'completed' OR (response_status IS NOT NULL AND response_body IS NOT NULL))`.execute(db);
   await sql`
     CREATE FUNCTION round_cents_half_even(x numeric) RETURNS numeric
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -113,7 +124,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
   await sql`
     CREATE FUNCTION iso_time(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
       SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
     $$`.execute(db);
 
@@ -200,22 +211,22 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       r wallets;
       rec record;
       sender_account text;
+      recipient_id bigint;
       recipient_account text;
     BEGIN ${CLAIM}
+      -- Account numbers never change: read unlocked. The lock statement has no join, so
+      -- when it waits for a concurrent update it re-checks only the wallet's own columns
+      -- (a join or a semi-join there let READ COMMITTED's re-check drop the sender's row
+      -- under load, answering 404 for a wallet that exists).
+      SELECT u.account_number INTO sender_account FROM users u WHERE u.id = p_user;
+      SELECT u.id, u.account_number INTO recipient_id, recipient_account FROM users u WHERE u.account_number = p_to;
       FOR rec IN
-        SELECT lw AS wallet, u.account_number
-        FROM wallets lw JOIN users u ON u.id = lw.user_id
-        WHERE lw.type = p_type AND lw.user_id IN (SELECT p_user UNION ALL SELECT id FROM users WHERE account_number = p_to)
+        SELECT lw AS wallet FROM wallets lw
+        WHERE lw.type = p_type AND lw.user_id IN (p_user, recipient_id)
         ORDER BY lw.id
-        FOR UPDATE OF lw
+        FOR UPDATE
       LOOP
-        IF (rec.wallet).user_id = p_user THEN
-          w := rec.wallet;
-          sender_account := rec.account_number;
-        ELSE
-          r := rec.wallet;
-          recipient_account := rec.account_number;
-        END IF;
+        IF (rec.wallet).user_id = p_user THEN w := rec.wallet; ELSE r := rec.wallet; END IF;
       END LOOP;
       IF w.id IS NULL THEN
         reason := 'wallet';
@@ -258,4 +269,5 @@ export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`DROP FUNCTION wallet_deposit(bigint, text, text, text, text, int, text, numeric, text, text, text, jsonb)`.execute(db);
   await sql`DROP FUNCTION iso_time(timestamptz)`.execute(db);
   await sql`DROP FUNCTION round_cents_half_even(numeric)`.execute(db);
+  await sql`ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_completed_has_response`.execute(db);
 }

@@ -13,6 +13,7 @@ import { createDatabase } from '../../src/platform/db/database.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { queryBatch, TransactionService } from '../../src/platform/transaction.service.js';
 import { openOrdersOfWalletSql, WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
+import { CHANNELS } from '../../src/modules/trading/market.js';
 import { lockWalletSql, walletChangeSql } from '../../src/modules/wallets/ledger.repository.js';
 import { literal } from '../../src/platform/db/inline.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
@@ -154,19 +155,33 @@ describe('round trips per money operation', () => {
 });
 
 describe('round trips per order operation', () => {
-  it('an order open and a close are three round trips each; the notice for the leader travels with COMMIT', async () => {
+  it('an order open is one round trip (its notice for the leader sent by the call, delivered on commit); a close is three', async () => {
     const admin = await makeAdmin(t);
     await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
     const u = await fundedUser(t.app, '5000.00');
     await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token });
     let orderId = '';
-    const open = await roundTrips(async () => {
-      const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' }, { token: u.token, key: newKey() });
-      expect(r.status, r.raw).toBe(201);
-      orderId = r.body.data.order.id;
-      expect(r.body.data.wallet.margin).toBe(r.body.data.order.margin);
-    });
-    expect(open.count, open.texts.map((x) => x.slice(0, 60)).join(" | ")).toBe(3);
+    const listener = new pg.Client({ connectionString: t.url });
+    await listener.connect();
+    const notices: Record<string, unknown>[] = [];
+    listener.on('notification', (n) => notices.push(JSON.parse(n.payload ?? '{}') as Record<string, unknown>));
+    await listener.query(`LISTEN ${CHANNELS.orders}`);
+    try {
+      const open = await roundTrips(async () => {
+        const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' }, { token: u.token, key: newKey() });
+        expect(r.status, r.raw).toBe(201);
+        orderId = r.body.data.order.id;
+        expect(r.body.data.wallet.margin).toBe(r.body.data.order.margin);
+      });
+      expect(open.count, open.texts.map((x) => x.slice(0, 60)).join(' | ')).toBe(1);
+      expect(open.texts[0]).toMatch(/^(PREPARE[\s\S]*)?BEGIN;[\s\S]*EXECUTE s_[0-9a-f]{20}\([\s\S]*\); COMMIT$/);
+      const walletId = (await t.database.db.selectFrom('wallets').select('id').where('userId', '=', u.user.id).where('type', '=', 'live').executeTakeFirstOrThrow()).id;
+      await expect.poll(() => notices.length).toBe(1);
+      expect(notices[0]).toMatchObject({ w: walletId, id: orderId, l: true });
+      expect(typeof notices[0]!.o).toBe('string');
+    } finally {
+      await listener.end();
+    }
     const second = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'sell', volume: '0.10', walletType: 'live' }, { token: u.token, key: newKey() });
     expect(second.status).toBe(201);
     const close = await roundTrips(async () => {
@@ -318,7 +333,7 @@ describe('generic plans of the prepared statements', () => {
     expect(change).not.toMatch(/Seq Scan on wallets/);
   });
 
-  it("the money calls' own statements use their indexes (auto_explain of the function bodies, generic plans)", async () => {
+  it("the money and order-open calls' own statements use their indexes (auto_explain of the function bodies, generic plans)", async () => {
     const admin = await makeAdmin(t);
     await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
     const u = await fundedUser(t.app, '1000.00');
@@ -330,7 +345,7 @@ describe('generic plans of the prepared statements', () => {
     const plans: string[] = [];
     client.on('notice', (n) => plans.push(n.message ?? ''));
     const claim = (key: string) => `${literal(u.user.id)}, ${literal(key)}, 'POST', '/explain', 'h', 24`;
-    const rejections = literal(JSON.stringify({ wallet: [404, '{}'], recipient: [404, '{}'], funds: [422, '{}'], free_margin: [422, '{}'] }));
+    const rejections = literal(JSON.stringify({ wallet: [404, '{}'], recipient: [404, '{}'], funds: [422, '{}'], free_margin: [422, '{}'], margin: [422, '{}'] }));
     const quotes = literal(JSON.stringify([{ symbol: 'EURUSD', bid: '1.10000', ask: '1.10010' }]));
     try {
       await client.query(`LOAD 'auto_explain'`);
@@ -340,11 +355,14 @@ describe('generic plans of the prepared statements', () => {
       await client.query(`SELECT * FROM wallet_deposit(${claim('explain-d')}, 'live', 1.00, 'deposit_gateway', 'op-d', NULL, ${quotes})`);
       await client.query(`SELECT * FROM wallet_withdraw(${claim('explain-w')}, 'live', 1.00, 'withdrawal_gateway', 'op-w', ${quotes}, ${rejections}, NULL)`);
       await client.query(`SELECT * FROM wallet_transfer(${claim('explain-t')}, 'live', ${literal(other.user.accountNumber)}, 1.00, 'op-t', NULL, ${quotes}, ${rejections}, NULL)`);
+      await client.query(`SELECT * FROM order_open(${claim('explain-o')}, 'live', 'EURUSD', 'buy', 0.01, 100, 100000, 5, 1.10010, 11.01, NULL, NULL, 'op-o',
+                          -0.10, '"symbol":"EURUSD"', ${quotes}, ${rejections}, NULL)`);
       await client.query('ROLLBACK');
     } finally {
       await client.end();
     }
     const text = plans.join('\n');
+    expect(text).toMatch(/order_open/);
     expect(text).toMatch(/idempotency_keys_pkey/);
     expect(text).toMatch(/wallets_user_type_key/);
     expect(text).toMatch(/users_account_number_key/);

@@ -143,6 +143,35 @@ describe('money operations as one PL/pgSQL call', () => {
     expect(w.body.data.wallet.balance).toBe('50.00');
   });
 
+  it('an order open answers the bytes of the order and wallet views; too little free margin is stored with the amounts', async () => {
+    await setQuote(t, admin, 'XAUUSD', '2000.00', '2000.40');
+    await setQuote(t, admin, 'BTCUSD', '60000.00', '60010.00');
+    const u = await fundedUser(t.app, '2500.00');
+    await open(t, u, { symbol: 'BTCUSD', side: 'buy', volume: '0.03' }); // at 60010.00, margin 90.02
+    await setQuote(t, admin, 'BTCUSD', '60010.50', '60011.50'); // its P&L: 0.015 → 0.02
+    const key = newKey();
+    const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'XAUUSD', side: 'sell', volume: '0.10', leverage: 10, stopLoss: '2100.50', walletType: 'live' }, { token: u.token, key });
+    expect(r.status, r.raw).toBe(201);
+    const stored = await storedResponse(u.user.id, key);
+    const order = await call(t.app, 'GET', `/api/v1/orders/${r.body.data.order.id}`, undefined, { token: u.token });
+    const wallet = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+    expect(stored!.responseBody).toBe(JSON.stringify({ order: order.body.data.order, wallet: wallet.body.data.wallet }));
+    expect(JSON.stringify(r.body.data)).toBe(stored!.responseBody);
+    expect(r.body.data.order).toMatchObject({ symbol: 'XAUUSD', side: 'sell', volume: '0.10', leverage: 10, openPrice: '2000.00', margin: '2000.00', stopLoss: '2100.50', takeProfit: null, status: 'open' });
+    // the new sell is valued at the ask: (2000.00 − 2000.40) × 10 = −4.00
+    expect(r.body.data.wallet).toMatchObject({ margin: '2090.02', equity: '2496.02', freeMargin: '406.00' });
+
+    const too = newKey();
+    const no = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'XAUUSD', side: 'buy', volume: '0.10', leverage: 10, walletType: 'live' }, { token: u.token, key: too });
+    expect(no.status).toBe(422);
+    expect(no.body.error).toEqual({ code: 'INSUFFICIENT_MARGIN', message: 'This order needs 2000.40 of margin; free margin is 406.00' });
+    const rejected = await storedResponse(u.user.id, too);
+    expect(rejected).toMatchObject({ status: 'completed', responseStatus: 422 });
+    expect(JSON.parse(rejected!.responseBody)).toEqual(no.body.error);
+    const again = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'XAUUSD', side: 'buy', volume: '0.10', leverage: 10, walletType: 'live' }, { token: u.token, key: too });
+    expect([again.status, again.headers['idempotent-replayed']]).toEqual([422, 'true']);
+  });
+
   it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {
     const u = await registerUser(t.app);
     const key = newKey();

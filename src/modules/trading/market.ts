@@ -64,9 +64,8 @@ import { withHelpers, type AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
 import type { Instruments } from './instruments.js';
 import { Leadership } from './leadership.js';
-import { toOrderView, type ClosedOrder, type OrderView, type TradingObserver } from './order.service.js';
+import { toOrderView, type ClosedOrder, type OpenedWallet, type OrderView, type TradingObserver } from './order.service.js';
 import type { OrderRow } from '../../platform/db/schema.js';
-import type { WalletChangeRow } from '../wallets/ledger.repository.js';
 import type { QuoteBook, QuoteView } from './quote.book.js';
 import type { AccountEvents, MarginCallData, QuoteInput, QuoteRow, RiskEngine } from './risk.engine.js';
 import type { StreamHub } from './stream.hub.js';
@@ -243,6 +242,12 @@ export class Market implements AccountEvents {
     this.publishLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'margin_call', d: data } satisfies EventMessage));
   }
 
+  /** The notice for the leader that a one-call order open (order_open) sends itself: its channel and the fields it completes. */
+  orderNotice(): { channel: string; o: string; l: boolean } | null {
+    if (!this.leadership) return null;
+    return { channel: CHANNELS.orders, o: this.origin, l: this.isLeader && this.d.engine.active };
+  }
+
   /** Inside a user's order transaction: the notice for the leader (see `market_orders`). */
   async orderChanged(trx: Trx, order: { id: string; walletId: string }): Promise<void> {
     if (!this.leadership) return;
@@ -255,7 +260,7 @@ export class Market implements AccountEvents {
     const engine = this.d.engine;
     const local = () => this.isLeader && engine.active;
     return {
-      orderOpened: (order: OrderRow, wallet: WalletChangeRow) => {
+      orderOpened: (order: OrderRow, wallet: OpenedWallet) => {
         if (local()) engine.orderOpened(order, wallet);
       },
       orderClosed: (closed: ClosedOrder) => {

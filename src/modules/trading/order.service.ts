@@ -11,7 +11,9 @@ import { camelRow } from '../../platform/db/inline.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
-import { IdempotencyService, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
+import { IdempotencyService, rejectionResponse, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
+import { preparedSql } from '../../platform/db/inline.js';
+import { sql } from 'kysely';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatFixed, formatMoney, roundCents, ZERO } from '../../platform/money.js';
 import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
@@ -98,8 +100,11 @@ export interface ClosedOrder {
 }
 
 /** Told after each commit, so in-memory state (risk engine, streams) follows the database. */
+/** What the risk engine learns of the wallet of an order just opened. */
+export type OpenedWallet = Pick<WalletChangeRow, 'id' | 'userId' | 'type' | 'balance'>;
+
 export interface TradingObserver {
-  orderOpened(order: OrderRow, wallet: WalletChangeRow): void;
+  orderOpened(order: OrderRow, wallet: OpenedWallet): void;
   orderClosed(closed: ClosedOrder): void;
   orderModified(order: OrderRow): void;
 }
@@ -136,6 +141,42 @@ export type TriggeredClose = { kind: 'closed'; closed: ClosedOrder } | { kind: '
 
 const notOpen = () => new DomainError('ORDER_NOT_OPEN', 'The order is not open');
 const noQuote = (symbol: string) => new DomainError('NO_QUOTE', `There is no price for ${symbol} yet`);
+const insufficientMargin = (margin: string, freeMargin: string) =>
+  new InsufficientMarginError(`This order needs ${margin} of margin; free margin is ${freeMargin}`);
+
+/**
+ * The rejections order_open stores (reason → [status, body]); the free margin is only
+ * known inside the call, which writes it where the body says `{freeMargin}`.
+ */
+function openRejections(margin: string): string {
+  const entry = (e: DomainError) => {
+    const r = rejectionResponse(e);
+    return [r.status, r.body];
+  };
+  return JSON.stringify({ wallet: entry(new NotFoundError('Wallet')), margin: entry(insufficientMargin(margin, '{freeMargin}')) });
+}
+
+/** What an order open depends on besides the wallet (OrderService.openTerms). */
+interface OpenTerms {
+  inst: Instrument;
+  volume: Decimal;
+  leverage: number;
+  stopLoss: Decimal | null;
+  takeProfit: Decimal | null;
+  quote: PriceQuote;
+  openPrice: Decimal;
+  margin: Decimal;
+}
+
+/** The row of order_open after the claim's columns (node-postgres, snake_case); order_id null when nothing changed. */
+interface OpenCallRow {
+  order_id: string | null;
+  opened_at: Date | null;
+  wallet_id: string | null;
+  balance: string | null;
+  old_margin: string | null;
+  new_margin: string | null;
+}
 
 function invalid(field: string, message: string): ValidationError {
   return new ValidationError(`Invalid ${field}`, [{ field, message }]);
@@ -170,6 +211,8 @@ export class OrderService {
    * notifies the leader there, so the notice is delivered on commit, before the answer.
    */
   inTransaction: ((trx: Trx, order: { id: string; walletId: string }) => Promise<void>) | undefined;
+  /** The same notice for a one-call open: its channel and the fields the call completes (null: none). */
+  orderNotice: (() => { channel: string; o: string; l: boolean } | null) | undefined;
   /** Positions closed by stop-out since start (committed). */
   stopOuts = 0;
 
@@ -202,53 +245,107 @@ export class OrderService {
   // --- use cases --------------------------------------------------------------
 
   /**
-   * Three round trips: the wallet's lock and its open orders travel with the idempotency
-   * claim; the order row and the margin reservation go together; the notice for the
-   * market leader and the stored response go with COMMIT.
+   * What an order open depends on besides the wallet: the instrument, the checked volume,
+   * leverage and levels, the open price at the current quote and the required margin.
+   * Throws the request's rejection.
+   */
+  private openTerms(input: PlaceOrderInput): OpenTerms {
+    const inst = this.instruments.get(input.symbol);
+    if (!inst) throw new DomainError('UNKNOWN_SYMBOL', `Unknown symbol ${input.symbol}`, [{ field: 'symbol', message: 'not a tradable symbol' }]);
+    const volume = parseVolume(inst, input.volume);
+    const leverage = input.leverage === undefined ? Math.min(100, inst.maxLeverage) : Number(input.leverage);
+    if (leverage > inst.maxLeverage) throw invalid('leverage', `must be at most ${inst.maxLeverage} for ${inst.symbol}`);
+    const stopLoss = parsePrice(inst.digits, input.stopLoss, 'stopLoss');
+    const takeProfit = parsePrice(inst.digits, input.takeProfit, 'takeProfit');
+    const quote = this.quotes.get(inst.symbol);
+    if (!quote) throw noQuote(inst.symbol);
+    const openPrice = openPriceOf(input.side, quote);
+    const problem = levelProblem(input.side, openPrice, stopLoss, takeProfit);
+    if (problem) throw invalid(problem.field, problem.message);
+    const margin = requiredMargin(volume, inst.contractSize, openPrice, leverage);
+    return { inst, volume, leverage, stopLoss, takeProfit, quote, openPrice, margin };
+  }
+
+  /** The order row an open inserts, but its id, wallet and open time. */
+  private openValues(ctx: RequestContext, input: PlaceOrderInput, t: OpenTerms) {
+    return {
+      userId: ctx.userId,
+      walletType: input.walletType,
+      symbol: t.inst.symbol,
+      side: input.side,
+      volume: t.volume.toFixed(2),
+      leverage: t.leverage,
+      contractSize: t.inst.contractSize.toFixed(),
+      digits: t.inst.digits,
+      openPrice: t.openPrice.toFixed(),
+      margin: t.margin.toFixed(2),
+      stopLoss: t.stopLoss?.toFixed() ?? null,
+      takeProfit: t.takeProfit?.toFixed() ?? null,
+      openOperationId: ctx.operationId,
+    };
+  }
+
+  /**
+   * A request whose terms hold is one call (`order_open`, migration 0008): claim, wallet
+   * lock, free-margin check at the current quotes, the order, its margin, the notice for
+   * the market leader and the stored response, in one round trip. A request whose terms
+   * fail takes the statement path (placeOrderInStatements), which stores the rejection.
    */
   async placeOrder(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
+    let terms: OpenTerms;
+    try {
+      terms = this.openTerms(input);
+    } catch {
+      return this.placeOrderInStatements(key, ctx, input);
+    }
+    const values = this.openValues(ctx, input, terms);
+    const view = toOrderView({
+      ...values, id: '', walletId: '', status: 'open', closePrice: null, profit: null, closeReason: null, openedAt: new Date(0), closedAt: null, closeOperationId: null,
+    });
+    const { id: _id, openedAt: _openedAt, closedAt: _closedAt, ...fields } = view;
+    const newPnl = unrealized({ ...values, symbol: terms.inst.symbol }, terms.quote);
+    const notice = this.orderNotice?.() ?? null;
+    const statement = preparedSql(sql`
+      SELECT * FROM order_open(${this.idempotency.claimArguments(key)}, ${values.walletType}::text, ${values.symbol}::text, ${values.side}::text,
+        ${values.volume}::numeric, ${values.leverage}::int, ${values.contractSize}::numeric, ${values.digits}::int, ${values.openPrice}::numeric,
+        ${values.margin}::numeric, ${values.stopLoss}::numeric, ${values.takeProfit}::numeric, ${values.openOperationId}::text,
+        ${newPnl.toFixed()}::numeric, ${JSON.stringify(fields).slice(1, -1)}::text, ${JSON.stringify(this.quotes.inputs())}::jsonb,
+        ${openRejections(values.margin)}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
+    const { outcome, row } = await this.idempotency.executeCall<OpenCallRow>(key, statement, { operation: 'place_order', log: ctx.log });
+    if (!outcome.replayed && row.order_id !== null) {
+      const order: OrderRow = {
+        ...values, id: String(row.order_id), walletId: String(row.wallet_id), status: 'open', closePrice: null, profit: null, closeReason: null,
+        openedAt: row.opened_at!, closedAt: null, closeOperationId: null,
+      };
+      this.financial.logMarginReserve(ctx.userId, input.walletType, values.margin, String(row.balance), { operationId: ctx.operationId, log: ctx.log });
+      ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
+      this.observer?.orderOpened(order, { id: order.walletId, userId: ctx.userId, type: input.walletType, balance: String(row.balance) });
+    }
+    return this.noted(ctx.userId, outcome);
+  }
+
+  /**
+   * Three round trips: the wallet's lock and its open orders travel with the idempotency
+   * claim; the order row and the margin reservation go together; the notice for the
+   * market leader and the stored response go with COMMIT. For requests whose terms fail:
+   * the rejection is decided after the claim, so it is stored.
+   */
+  private async placeOrderInStatements(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
     let opened: { order: OrderRow; wallet: WalletChangeRow } | undefined;
     const first = `${lockWalletSql(ctx.userId, input.walletType, IdempotencyService.CLAIMED)}; ${openOrdersOfWalletSql({ userId: ctx.userId, type: input.walletType, guard: IdempotencyService.CLAIMED })}`;
     const outcome = await this.idempotency.execute(key, async (trx, locked) => {
       opened = undefined;
-      const inst = this.instruments.get(input.symbol);
-      if (!inst) throw new DomainError('UNKNOWN_SYMBOL', `Unknown symbol ${input.symbol}`, [{ field: 'symbol', message: 'not a tradable symbol' }]);
-      const volume = parseVolume(inst, input.volume);
-      const leverage = input.leverage === undefined ? Math.min(100, inst.maxLeverage) : Number(input.leverage);
-      if (leverage > inst.maxLeverage) throw invalid('leverage', `must be at most ${inst.maxLeverage} for ${inst.symbol}`);
-      const stopLoss = parsePrice(inst.digits, input.stopLoss, 'stopLoss');
-      const takeProfit = parsePrice(inst.digits, input.takeProfit, 'takeProfit');
-      const quote = this.quotes.get(inst.symbol);
-      if (!quote) throw noQuote(inst.symbol);
-      const openPrice = openPriceOf(input.side, quote);
-      const problem = levelProblem(input.side, openPrice, stopLoss, takeProfit);
-      if (problem) throw invalid(problem.field, problem.message);
-      const margin = requiredMargin(volume, inst.contractSize, openPrice, leverage);
-
+      const terms = this.openTerms(input);
+      const { quote, margin } = terms;
       const wallet = locked[0]?.rows[0] ? camelRow<WalletRow>(locked[0].rows[0] as Record<string, unknown>) : undefined;
       if (!wallet) throw new NotFoundError('Wallet');
       const open = (locked[1]?.rows ?? []).map((r) => camelRow<OpenOrderRow>(r as Record<string, unknown>));
       const pnl = open.reduce((sum, o) => sum.plus(unrealized(o, this.quoteOf(o.symbol))), ZERO);
       const freeMargin = new Decimal(wallet.balance).plus(pnl).minus(wallet.margin);
-      if (margin.gt(freeMargin)) throw new InsufficientMarginError(`This order needs ${formatMoney(margin)} of margin; free margin is ${formatMoney(freeMargin)}`);
+      if (margin.gt(freeMargin)) throw insufficientMargin(formatMoney(margin), formatMoney(freeMargin));
 
       const reserve = this.financial.planCombinedOperation(ctx.userId, { margin }, input.walletType, 'margin_reserve', null, { operationId: ctx.operationId, log: ctx.log });
-      const [inserted, reserved] = await queryBatch([insertOrderSql({
-        userId: ctx.userId,
-        walletId: wallet.id,
-        walletType: input.walletType,
-        symbol: inst.symbol,
-        side: input.side,
-        volume: volume.toFixed(2),
-        leverage,
-        contractSize: inst.contractSize.toFixed(),
-        digits: inst.digits,
-        openPrice: openPrice.toFixed(),
-        margin: margin.toFixed(2),
-        stopLoss: stopLoss?.toFixed() ?? null,
-        takeProfit: takeProfit?.toFixed() ?? null,
-        openOperationId: ctx.operationId,
-      }), reserve.statement]);
+      const [inserted, reserved] = await queryBatch([insertOrderSql({ ...this.openValues(ctx, input, terms), walletId: wallet.id }), reserve.statement]);
       const order = camelRow<OrderRow>(inserted!.rows[0] as Record<string, unknown>);
       const row = await reserve.finish(reserved!.rows[0] as Record<string, unknown> | undefined);
       opened = { order, wallet: row };

@@ -66,6 +66,11 @@ export class QuoteBook {
     return q;
   }
 
+  /** Every quote as exact decimal strings, for the database's valuations (migration 0007). */
+  inputs(): { symbol: string; bid: string; ask: string }[] {
+    return this.list().map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed() }));
+  }
+
   view(q: Quote): QuoteView {
     const digits = this.instruments.get(q.symbol)?.digits ?? q.bid.decimalPlaces();
     return { symbol: q.symbol, bid: formatFixed(q.bid, digits), ask: formatFixed(q.ask, digits), time: q.time.toISOString() };

@@ -19,8 +19,7 @@ import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatMoney } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 import { insertAudit } from '../admin/admin.repository.js';
-import type { WalletChangeRow } from '../wallets/ledger.repository.js';
-import { toOrderView, type ClosedOrder, type OrderService, type OrderView, type TradingObserver, type WalletSnapshot } from './order.service.js';
+import { toOrderView, type ClosedOrder, type OpenedWallet, type OrderService, type OrderView, type TradingObserver, type WalletSnapshot } from './order.service.js';
 import type { Quote, QuoteBook } from './quote.book.js';
 import { centsToDecimal, RiskBook, type BookOrderInput, type BookWallet, type Evaluation, type QuoteEffects } from './risk.book.js';
 import { openOrdersOfWallets, openOrdersPage, upsertQuotes, WALLET_CHANNEL, walletStates, walletsWithMargin, type OpenOrderRow, type WalletStateRow } from './trading.repository.js';
@@ -253,7 +252,7 @@ export class RiskEngine implements TradingObserver {
 
   // --- after-commit notifications of the order service ---------------------------
 
-  orderOpened(order: OrderRow, wallet: WalletChangeRow): void {
+  orderOpened(order: OrderRow, wallet: OpenedWallet): void {
     this.book.upsertWallet({ id: wallet.id, userId: wallet.userId, walletType: wallet.type, balance: new Decimal(wallet.balance) });
     this.book.addOrder(toBookOrder(order));
     this.check(order.walletId);

@@ -86,13 +86,14 @@ export class Trading {
     });
     this.orders.observer = this.market.observer();
     this.orders.inTransaction = (trx, order) => this.market.orderChanged(trx, order);
+    this.orders.orderNotice = () => this.market.orderNotice();
     this.feed = config.priceFeed === 'simulated'
       ? new SimulatedPriceFeed(this.instruments, this.quotes, (q) => this.engine.submitFeedQuotes(q), config.priceFeedIntervalMs, config.priceFeedSeed, log)
       : undefined;
 
     deps.wallets.valuation = (d, ids) => this.orders.valuation(d, ids);
     deps.wallets.valuationQuery = { sql: (userId, type, guard) => openOrdersOfWalletSql({ userId, type, guard }), fromRows: (rows) => this.orders.valuationOfRows(rows) };
-    deps.wallets.positions = () => ({ quotes: this.quotes.list().map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed() })), notifyChannel: WALLET_CHANNEL });
+    deps.wallets.positions = () => ({ quotes: this.quotes.inputs(), notifyChannel: WALLET_CHANNEL });
     deps.admin.marginCheck = (d) => this.orders.marginCheck(d);
     deps.userCache.listeners.push((userId) => void this.streams.recheckUser(userId));
   }

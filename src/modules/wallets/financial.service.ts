@@ -261,6 +261,12 @@ export class FinancialService {
     return { statement, finish };
   }
 
+  /** The `logger.financial` line of an order_open call's margin reservation (migration 0008). */
+  logMarginReserve(userId: string, walletType: WalletType, margin: string, balance: string, context: Omit<FinancialContext, 'trx'>): void {
+    logChange(context.log ?? this.log, 'margin_reserve', context.operationId, userId, walletType, { balance: '0', margin, profit: '0' },
+      { oldBalance: balance, balance, postingId: null }, null);
+  }
+
   /** The `logger.financial` line of a single-wallet call that changed the wallet. */
   private logCall(row: WalletCallRow, operation: OperationType, userId: string, walletType: WalletType, amount: string,
     context: Omit<FinancialContext, 'trx'>, metadata: Record<string, unknown> | null): void {

@@ -30,13 +30,15 @@ import { sql, type Kysely } from 'kysely';
  * for byte.
  */
 
+/** Building blocks of the calls, also used by later migrations' calls (0008). */
+
 /** The parameters every call starts with: the idempotency key (IdempotencyService.claimArguments). */
-const KEY_PARAMETERS = 'p_user bigint, p_key text, p_method text, p_path text, p_hash text, p_ttl_hours int';
+export const KEY_PARAMETERS = 'p_user bigint, p_key text, p_method text, p_path text, p_hash text, p_ttl_hours int';
 /** The columns every call returns first: the claim's, then the response it stored. */
-const CLAIM_COLUMNS = 'OUT locked boolean, OUT inserted boolean, OUT request_hash text, OUT response_status int, OUT response_body text';
+export const CLAIM_COLUMNS = 'OUT locked boolean, OUT inserted boolean, OUT request_hash text, OUT response_status int, OUT response_body text';
 
 /** PL/pgSQL: claims the key, or returns (inserted false) what the key already holds. */
-const CLAIM = `
+export const CLAIM = `
       inserted := false;
       locked := pg_try_advisory_xact_lock(hashtextextended(p_user::text || ':' || p_key, 0));
       IF NOT locked THEN RETURN; END IF;
@@ -55,7 +57,7 @@ const CLAIM = `
       END IF;`;
 
 /** PL/pgSQL: writes the call's response_status and response_body to the key row (never NULL: see the CHECK below). */
-const store = (fn: string) => `
+export const store = (fn: string) => `
       IF ${fn}.response_status IS NULL OR ${fn}.response_body IS NULL THEN
         RAISE EXCEPTION '% would store no response', '${fn}';
       END IF;
@@ -63,7 +65,7 @@ const store = (fn: string) => `
       WHERE user_id = p_user AND key = p_key;`;
 
 /** PL/pgSQL: stores the rejection `reason` (a key of p_rejections) and returns. */
-const reject = (fn: string) => `
+export const reject = (fn: string) => `
       IF reason IS NOT NULL THEN
         response_status := (p_rejections #>> ARRAY[reason, '0'])::int;
         response_body := p_rejections #>> ARRAY[reason, '1'];
@@ -72,7 +74,7 @@ const reject = (fn: string) => `
       END IF;`;
 
 /** PL/pgSQL: n (open orders) and pnl (their unrealized P&L at p_quotes) of the wallet in `w`. */
-const VALUATION = `
+export const VALUATION = `
       IF w.margin > 0 THEN
         SELECT count(*), COALESCE(sum(round_cents_half_even(
                  CASE o.side WHEN 'buy' THEN q.bid - o.open_price ELSE o.open_price - q.ask END * o.volume * o.contract_size)), 0)
@@ -82,7 +84,7 @@ const VALUATION = `
       END IF;`;
 
 /** SQL expression: API.md's `wallet` of `w` (after the change) as JSON text, with n and pnl from VALUATION. */
-const WALLET_JSON = `'{"type":' || to_json(w.type)::text
+export const WALLET_JSON = `'{"type":' || to_json(w.type)::text
         || ',"currency":' || to_json(trim(w.currency))::text
         || ',"balance":"' || round(w.balance, 2)::text
         || '","margin":"' || round(w.margin, 2)::text
@@ -101,7 +103,7 @@ const transactionHead = (type: string, amount: string) => `'{"id":"' || posting_
         || '","createdAt":"' || t
         || '","operationId":' || to_json(p_operation_id)::text`;
 
-const DECLARE = `
+export const DECLARE = `
       w wallets;
       entry bigint;
       created timestamptz;

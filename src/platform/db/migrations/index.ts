@@ -5,6 +5,7 @@ import * as m0004 from './0004_trading.js';
 import * as m0005 from './0005_referrals.js';
 import * as m0006 from './0006_lighter_writes.js';
 import * as m0007 from './0007_one_round_trip_money.js';
+import * as m0008 from './0008_one_round_trip_order_open.js';
 
 /** Every migration, in order. Listed explicitly so the compiled build and the tests see the same set. */
 export const migrations: Record<string, Migration> = {
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   '0005_referrals': m0005,
   '0006_lighter_writes': m0006,
   '0007_one_round_trip_money': m0007,
+  '0008_one_round_trip_order_open': m0008,
 };

@@ -541,6 +541,7 @@ async function main() {
     const scripts = [
       ['deposit-current.sql', 'the deposit statements of the seed code (7 round trips: BEGIN, set_config, claim, SAVEPOINT, wallet+postings, key UPDATE, COMMIT)'],
       ['deposit-one-statement.sql', 'the same deposit as one statement: 1 round trip'],
+      ['deposit-call.sql', 'the deposit as the server sends it now: one wallet_deposit call, 1 round trip'],
     ] as const;
     const baseline = median(result.pairsA.map((p) => p.pgbench.tps).filter((x) => Number.isFinite(x)));
     for (const [file, description] of scripts) {

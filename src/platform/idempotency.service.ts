@@ -224,7 +224,7 @@ export class IdempotencyService {
    * a reused key are judged as in `execute` (nothing was changed). Returns the outcome
    * and the row, for the caller's log line.
    */
-  async executeCall<R extends object>(k: IdempotencyKey, call: string, options: TransactionOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R }> {
+  async executeCall<R extends object>(k: IdempotencyKey, call: string | (() => string), options: TransactionOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R }> {
     const [result] = await this.tx.executeBatchWithRetry(call, options);
     const row = result!.rows[0] as R & ClaimRow;
     const existing = this.judgeClaim(row, k);

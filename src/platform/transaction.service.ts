@@ -277,9 +277,10 @@ export class TransactionService {
    * A transaction that is one round trip: BEGIN, the bounds, `statements` (SQL, values
    * inlined; typically one PL/pgSQL call that claims its idempotency key, checks, changes
    * and stores its response) and COMMIT in a single simple query. Retried like
-   * executeWithRetry; returns the results of `statements`.
+   * executeWithRetry; returns the results of `statements`. A function is called at each
+   * attempt once it has its connection, so what it writes in (a price) is of that moment.
    */
-  async executeBatchWithRetry(statements: string, options: TransactionOptions = {}): Promise<pg.QueryResult[]> {
+  async executeBatchWithRetry(statements: string | (() => string), options: TransactionOptions = {}): Promise<pg.QueryResult[]> {
     return this.retrying((lockTimeout, statementTimeout) => this.runBatchOnce(statements, options, lockTimeout, statementTimeout), options);
   }
 
@@ -340,11 +341,12 @@ export class TransactionService {
   }
 
   /** One attempt of executeBatchWithRetry. */
-  private async runBatchOnce(statements: string, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
+  private async runBatchOnce(statements: string | (() => string), options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
     const client = await this.connect();
     let discard: Error | undefined;
     try {
-      const results = await send(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${statements}; COMMIT`);
+      const text = typeof statements === 'string' ? statements : statements();
+      const results = await send(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${text}; COMMIT`);
       // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
       if (results[results.length - 1]!.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
       return results.slice(3, -1);

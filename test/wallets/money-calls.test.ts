@@ -5,7 +5,9 @@
  * byte for byte: a replay returns the stored text, and clients read both.
  */
 import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { OrderService } from '../../src/modules/trading/order.service.js';
+import { DomainError } from '../../src/platform/errors.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { closeLeftovers, makeAdmin, open, setQuote, type User } from '../trading/helpers.js';
 
@@ -170,6 +172,40 @@ describe('money operations as one PL/pgSQL call', () => {
     expect(JSON.parse(rejected!.responseBody)).toEqual(no.body.error);
     const again = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'XAUUSD', side: 'buy', volume: '0.10', leverage: 10, walletType: 'live' }, { token: u.token, key: too });
     expect([again.status, again.headers['idempotent-replayed']]).toEqual([422, 'true']);
+  });
+
+  it('an order open that waited for its wallet is priced again at the quote of its retry', async () => {
+    await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
+    const u = await fundedUser(t.app, '1000.00');
+    const retriedBefore = t.services.tx.stats.retried;
+    let answer: Promise<Awaited<ReturnType<typeof call>>> | undefined;
+    await t.database.db.transaction().execute(async (trx) => {
+      await sql`SELECT 1 FROM wallets WHERE user_id = ${u.user.id} AND type = 'live' FOR UPDATE`.execute(trx);
+      answer = call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.01', walletType: 'live' }, { token: u.token, key: newKey() });
+      await new Promise((r) => setTimeout(r, 400));
+      await setQuote(t, admin, 'EURUSD', '1.20000', '1.20010'); // while the open waits for the wallet
+    });
+    const r = await answer!;
+    expect(r.status, r.raw).toBe(201);
+    expect(r.body.data.order.openPrice).toBe('1.20010');
+    expect(r.body.data.order.margin).toBe('12.01'); // 0.01 × 100,000 × 1.20010 / 100
+    expect(t.services.tx.stats.retried).toBeGreaterThan(retriedBefore);
+    await call(t.app, 'POST', `/api/v1/orders/${r.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
+  });
+
+  it('an order open whose terms failed first and then held opens on the statement path with the same answer', async () => {
+    await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
+    const u = await fundedUser(t.app, '1000.00');
+    const spy = vi.spyOn(OrderService.prototype as unknown as { openTerms: () => unknown }, 'openTerms')
+      .mockImplementationOnce(() => { throw new DomainError('NO_QUOTE', 'There is no price for EURUSD yet'); });
+    const key = newKey();
+    const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.01', walletType: 'live' }, { token: u.token, key });
+    spy.mockRestore();
+    expect(r.status, r.raw).toBe(201);
+    const order = await call(t.app, 'GET', `/api/v1/orders/${r.body.data.order.id}`, undefined, { token: u.token });
+    const wallet = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+    expect((await storedResponse(u.user.id, key))!.responseBody).toBe(JSON.stringify({ order: order.body.data.order, wallet: wallet.body.data.wallet }));
+    await call(t.app, 'POST', `/api/v1/orders/${r.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
   });
 
   it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {

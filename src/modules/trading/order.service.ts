@@ -7,12 +7,11 @@
  */
 import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
-import { camelRow } from '../../platform/db/inline.js';
+import { camelRow, preparedSql } from '../../platform/db/inline.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { IdempotencyService, rejectionResponse, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
-import { preparedSql } from '../../platform/db/inline.js';
 import { sql } from 'kysely';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatFixed, formatMoney, roundCents, ZERO } from '../../platform/money.js';
@@ -99,10 +98,10 @@ export interface ClosedOrder {
   valuation?: Valuation;
 }
 
-/** Told after each commit, so in-memory state (risk engine, streams) follows the database. */
 /** What the risk engine learns of the wallet of an order just opened. */
 export type OpenedWallet = Pick<WalletChangeRow, 'id' | 'userId' | 'type' | 'balance'>;
 
+/** Told after each commit, so in-memory state (risk engine, streams) follows the database. */
 export interface TradingObserver {
   orderOpened(order: OrderRow, wallet: OpenedWallet): void;
   orderClosed(closed: ClosedOrder): void;
@@ -174,8 +173,6 @@ interface OpenCallRow {
   opened_at: Date | null;
   wallet_id: string | null;
   balance: string | null;
-  old_margin: string | null;
-  new_margin: string | null;
 }
 
 function invalid(field: string, message: string): ValidationError {
@@ -292,36 +289,47 @@ export class OrderService {
    * fail takes the statement path (placeOrderInStatements), which stores the rejection.
    */
   async placeOrder(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
-    let terms: OpenTerms;
     try {
-      terms = this.openTerms(input);
-    } catch {
+      this.openTerms(input);
+    } catch (err) {
+      if (!(err instanceof DomainError)) throw err;
       return this.placeOrderInStatements(key, ctx, input);
     }
-    const values = this.openValues(ctx, input, terms);
+    let values: ReturnType<OrderService['openValues']> | undefined;
+    // Priced at each attempt, just before it is sent: a retry opens at the quote of its
+    // own time, and a call that waited too long for the wallet's lock asks for one (0008).
+    const statement = () => {
+      const terms = this.openTerms(input);
+      values = this.openValues(ctx, input, terms);
+      return this.openCall(key, values, terms);
+    };
+    const { outcome, row } = await this.idempotency.executeCall<OpenCallRow>(key, statement, { operation: 'place_order', log: ctx.log });
+    if (!outcome.replayed && row.order_id !== null && values) {
+      const order: OrderRow = {
+        ...values, id: String(row.order_id), walletId: String(row.wallet_id), status: 'open', closePrice: null, profit: null, closeReason: null,
+        openedAt: row.opened_at!, closedAt: null, closeOperationId: null,
+      };
+      this.financial.logMarginReserve(ctx.userId, input.walletType, new Decimal(values.margin).toFixed(), String(row.balance), { operationId: ctx.operationId, log: ctx.log });
+      ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
+      this.observer?.orderOpened(order, { id: order.walletId, userId: ctx.userId, type: input.walletType, balance: String(row.balance) });
+    }
+    return this.noted(ctx.userId, outcome);
+  }
+
+  /** The `order_open` call (migration 0008) for these values and terms, as SQL. */
+  private openCall(key: IdempotencyKey, values: ReturnType<OrderService['openValues']>, terms: OpenTerms): string {
     const view = toOrderView({
       ...values, id: '', walletId: '', status: 'open', closePrice: null, profit: null, closeReason: null, openedAt: new Date(0), closedAt: null, closeOperationId: null,
     });
     const { id: _id, openedAt: _openedAt, closedAt: _closedAt, ...fields } = view;
     const newPnl = unrealized({ ...values, symbol: terms.inst.symbol }, terms.quote);
     const notice = this.orderNotice?.() ?? null;
-    const statement = preparedSql(sql`
+    return preparedSql(sql`
       SELECT * FROM order_open(${this.idempotency.claimArguments(key)}, ${values.walletType}::text, ${values.symbol}::text, ${values.side}::text,
         ${values.volume}::numeric, ${values.leverage}::int, ${values.contractSize}::numeric, ${values.digits}::int, ${values.openPrice}::numeric,
         ${values.margin}::numeric, ${values.stopLoss}::numeric, ${values.takeProfit}::numeric, ${values.openOperationId}::text,
         ${newPnl.toFixed()}::numeric, ${JSON.stringify(fields).slice(1, -1)}::text, ${JSON.stringify(this.quotes.inputs())}::jsonb,
         ${openRejections(values.margin)}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
-    const { outcome, row } = await this.idempotency.executeCall<OpenCallRow>(key, statement, { operation: 'place_order', log: ctx.log });
-    if (!outcome.replayed && row.order_id !== null) {
-      const order: OrderRow = {
-        ...values, id: String(row.order_id), walletId: String(row.wallet_id), status: 'open', closePrice: null, profit: null, closeReason: null,
-        openedAt: row.opened_at!, closedAt: null, closeOperationId: null,
-      };
-      this.financial.logMarginReserve(ctx.userId, input.walletType, values.margin, String(row.balance), { operationId: ctx.operationId, log: ctx.log });
-      ctx.log.info({ orderId: order.id, symbol: order.symbol, side: order.side, volume: order.volume, openPrice: order.openPrice, margin: order.margin }, 'order opened');
-      this.observer?.orderOpened(order, { id: order.walletId, userId: ctx.userId, type: input.walletType, balance: String(row.balance) });
-    }
-    return this.noted(ctx.userId, outcome);
   }
 
   /**

@@ -30,7 +30,10 @@ import { sql, type Kysely } from 'kysely';
  * for byte.
  */
 
-/** Building blocks of the calls, also used by later migrations' calls (0008). */
+/**
+ * Building blocks of the calls, also used by later migrations' calls (0008). Frozen with
+ * this migration: a change to a call belongs in a new migration that replaces it.
+ */
 
 /** The parameters every call starts with: the idempotency key (IdempotencyService.claimArguments). */
 export const KEY_PARAMETERS = 'p_user bigint, p_key text, p_method text, p_path text, p_hash text, p_ttl_hours int';

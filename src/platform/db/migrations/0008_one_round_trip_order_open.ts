@@ -12,22 +12,35 @@ import { CLAIM, CLAIM_COLUMNS, DECLARE, KEY_PARAMETERS, reject, store, VALUATION
  * says `{freeMargin}`), inserts the order, reserves its margin, tells the market leader
  * (NOTIFY p_notice->>'channel' with `{o, w, id, l}`, delivered on commit) and stores the
  * response: `{order, wallet}`, the order as TypeScript rendered it (`p_order_view`: the
- * view's fields between `id` and `openedAt`) with its id and open time filled in.
+ * view's fields between `id` and `openedAt`) with its id and open time filled in. A call
+ * that waited more than MAX_LOCK_WAIT_MS for the wallet raises a serialization failure,
+ * so it is retried at the quotes of that moment (the statement is priced per attempt).
  */
+/** The longest wait for the wallet's lock after which the call's prices are still used. */
+export const MAX_LOCK_WAIT_MS = 250;
+
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql.raw(`
     CREATE FUNCTION order_open(${KEY_PARAMETERS},
       p_type text, p_symbol text, p_side text, p_volume numeric, p_leverage int, p_contract_size numeric, p_digits int,
       p_open_price numeric, p_margin numeric, p_stop_loss numeric, p_take_profit numeric, p_operation_id text,
       p_new_pnl numeric, p_order_view text, p_quotes jsonb, p_rejections jsonb, p_notice jsonb,
-      ${CLAIM_COLUMNS}, OUT order_id bigint, OUT opened_at timestamptz, OUT wallet_id bigint,
-      OUT balance numeric, OUT old_margin numeric, OUT new_margin numeric)
+      ${CLAIM_COLUMNS}, OUT order_id bigint, OUT opened_at timestamptz, OUT wallet_id bigint, OUT balance numeric)
     LANGUAGE plpgsql AS $$
     DECLARE ${DECLARE}
       reason text;
+      started timestamptz := clock_timestamp();
     BEGIN ${CLAIM}
       SELECT * INTO w FROM wallets WHERE user_id = p_user AND type = p_type FOR UPDATE;
       IF NOT FOUND THEN reason := 'wallet'; END IF;
+      -- The open price, the margin and the quotes were fixed before the call: after a long
+      -- wait for the wallet (another operation of this user, a stop-out) they are stale.
+      -- A serialization failure rolls back the claim too, and TransactionService retries
+      -- with a statement priced anew.
+      IF clock_timestamp() - started > interval '${MAX_LOCK_WAIT_MS} milliseconds' THEN
+        RAISE EXCEPTION 'order_open waited % for the wallet: priced again', clock_timestamp() - started
+          USING ERRCODE = 'serialization_failure';
+      END IF;
       ${reject('order_open')}
       ${VALUATION}
       IF p_margin > w.balance + pnl - w.margin THEN
@@ -41,7 +54,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       VALUES (p_user, w.id, p_type, p_symbol, p_side, p_volume, p_leverage, p_contract_size, p_digits,
               p_open_price, p_margin, p_stop_loss, p_take_profit, p_operation_id)
       RETURNING id, orders.opened_at INTO order_id, created;
-      old_margin := w.margin;
       UPDATE wallets SET margin = margin + p_margin, updated_at = now() WHERE id = w.id RETURNING * INTO w;
       n := n + 1;
       pnl := pnl + p_new_pnl;
@@ -52,7 +64,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       opened_at := created;
       wallet_id := w.id;
       balance := w.balance;
-      new_margin := w.margin;
       t := iso_time(created);
       response_status := 201;
       response_body := '{"order":{"id":"' || order_id::text || '",' || p_order_view

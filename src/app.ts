@@ -132,7 +132,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   // The referral program lives inside the deposit's and the close's own transactions.
   const referrals = new ReferralService(database.db, financial, config.referral, reads);
   wallets.onDeposit(referrals.onDeposit, referrals.mayActOnDeposit);
-  trading.onOrderClosed(referrals.onOrderClosed);
+  trading.onOrderClosed(referrals.onOrderClosed, referrals.mayActOnClose);
   metrics.wsSessionCount = () => trading.streams.size;
   metrics.stopOutCount = () => trading.orders.stopOuts;
   const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache, metrics, trading, referrals, reads };

@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OrderService } from '../../src/modules/trading/order.service.js';
 import { DomainError } from '../../src/platform/errors.js';
-import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
+import { call, fundedUser, newKey, registerUser, startTestApp, type Reply, type TestApp } from '../helpers/app.js';
 import { closeLeftovers, makeAdmin, open, setQuote, type User } from '../trading/helpers.js';
 
 let t: TestApp;
@@ -178,7 +178,7 @@ describe('money operations as one PL/pgSQL call', () => {
     await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
     const u = await fundedUser(t.app, '1000.00');
     const retriedBefore = t.services.tx.stats.retried;
-    let answer: Promise<Awaited<ReturnType<typeof call>>> | undefined;
+    let answer: Promise<Reply> | undefined;
     await t.database.db.transaction().execute(async (trx) => {
       await sql`SELECT 1 FROM wallets WHERE user_id = ${u.user.id} AND type = 'live' FOR UPDATE`.execute(trx);
       answer = call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.01', walletType: 'live' }, { token: u.token, key: newKey() });
@@ -206,6 +206,52 @@ describe('money operations as one PL/pgSQL call', () => {
     const wallet = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
     expect((await storedResponse(u.user.id, key))!.responseBody).toBe(JSON.stringify({ order: order.body.data.order, wallet: wallet.body.data.wallet }));
     await call(t.app, 'POST', `/api/v1/orders/${r.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
+  });
+
+  it('an order close answers the bytes of the order and wallet views, with and without positions left', async () => {
+    await setQuote(t, admin, 'XAUUSD', '2000.00', '2000.40');
+    const u = await fundedUser(t.app, '5000.00');
+    const a = await open(t, u, { symbol: 'XAUUSD', side: 'buy', volume: '0.10', takeProfit: '2100.00' }); // at 2000.40
+    const b = await open(t, u, { symbol: 'XAUUSD', side: 'sell', volume: '0.05' }); // at 2000.00
+    await setQuote(t, admin, 'XAUUSD', '2003.15', '2003.55');
+    for (const [order, profit] of [[a, '27.50'], [b, '-17.75']] as const) { // (2003.15 − 2000.40) × 10; (2000.00 − 2003.55) × 5
+      const key = newKey();
+      const r = await call(t.app, 'POST', `/api/v1/orders/${order.id}/close`, undefined, { token: u.token, key });
+      expect(r.status, r.raw).toBe(200);
+      expect(r.body.data.order).toMatchObject({ status: 'closed', closeReason: 'user', profit, takeProfit: order.takeProfit });
+      const view = await call(t.app, 'GET', `/api/v1/orders/${order.id}`, undefined, { token: u.token });
+      const wallet = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+      const stored = await storedResponse(u.user.id, key);
+      expect(stored!.responseBody).toBe(JSON.stringify({ order: view.body.data.order, wallet: wallet.body.data.wallet }));
+      expect(JSON.stringify(r.body.data)).toBe(stored!.responseBody);
+    }
+    const w = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+    expect(w.body.data.wallet).toMatchObject({ balance: '5009.75', margin: '0.00', realizedProfit: '9.75', marginLevel: null });
+  });
+
+  it('order_close settles a loss beyond the balance: the full loss shown, the house compensates to 0.00, the answer is the views', async () => {
+    await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
+    const u = await fundedUser(t.app, '100.00');
+    const o = await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.05' }); // at 1.08010, margin 54.01
+    // Called directly with a quote the risk engine never saw (it would have stopped the order out first).
+    const key = newKey();
+    const rejections = JSON.stringify({ order: [404, '{}'], not_open: [409, '{}'], no_quote: [422, '{}'] });
+    const quotes = JSON.stringify([{ symbol: 'EURUSD', bid: '1.05000', ask: '1.05010' }]);
+    await sql`SELECT * FROM order_close(${u.user.id}::bigint, ${key}::text, 'POST', ${`/api/v1/orders/${o.id}/close`}::text, 'h', 24,
+                                        ${o.id}::bigint, 'op-gap'::text, ${quotes}::jsonb, ${rejections}::jsonb, NULL::jsonb)`.execute(t.database.db);
+    const view = await call(t.app, 'GET', `/api/v1/orders/${o.id}`, undefined, { token: u.token });
+    expect(view.body.data.order).toMatchObject({ status: 'closed', closePrice: '1.05000', profit: '-150.50' }); // (1.05 − 1.0801) × 5000
+    const wallet = await call(t.app, 'GET', '/api/v1/wallets/live', undefined, { token: u.token });
+    expect(wallet.body.data.wallet).toMatchObject({ balance: '0.00', margin: '0.00', realizedProfit: '-150.50' });
+    expect((await storedResponse(u.user.id, key))!.responseBody).toBe(JSON.stringify({ order: view.body.data.order, wallet: wallet.body.data.wallet }));
+    const txs = await call(t.app, 'GET', '/api/v1/wallets/live/transactions?limit=2', undefined, { token: u.token });
+    expect(txs.body.data.items).toMatchObject([
+      { type: 'negative_balance_compensation', amount: '50.50', balanceAfter: '0.00', orderId: o.id },
+      { type: 'trade_loss', amount: '-150.50', balanceAfter: '-50.50', orderId: o.id },
+    ]);
+    const rec = await call(t.app, 'GET', '/api/v1/admin/reconciliation', undefined, { token: admin.token });
+    expect(rec.body.data.ok).toBe(true);
+    await t.services.trading.engine.syncNow();
   });
 
   it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {

@@ -92,6 +92,12 @@ export class ReferralService {
     return Boolean(referrerId);
   };
 
+  /** Whether onOrderClosed may pay anything for a close of this user's: a referred user's. */
+  mayActOnClose = async (userId: string): Promise<boolean> => {
+    const [referrerId] = await this.chainOf(this.db, userId);
+    return Boolean(referrerId);
+  };
+
   private async chainOf(trx: Db | Trx, userId: string): Promise<(string | null)[]> {
     const known = this.chains.get(userId);
     if (known) return known;

@@ -13,18 +13,19 @@ import { DomainError, InsufficientMarginError, NotFoundError, ValidationError } 
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { IdempotencyService, rejectionResponse, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
 import { sql } from 'kysely';
+import { parse as parseJson } from 'lossless-json';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatFixed, formatMoney, roundCents, ZERO } from '../../platform/money.js';
 import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
 import type { Mismatch } from '../admin/admin.service.js';
 import type { FinancialService } from '../wallets/financial.service.js';
-import { lockWalletSql, type WalletChangeRow } from '../wallets/ledger.repository.js';
+import { lockWalletSql, type ProtectedWalletChangeRow, type WalletChangeRow } from '../wallets/ledger.repository.js';
 import { toWalletView, type RequestContext, type Valuation, type WalletService } from '../wallets/wallet.service.js';
 import type { Instrument, Instruments } from './instruments.js';
-import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
+import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
 import type { QuoteBook } from './quote.book.js';
 import {
-  findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, markOrderClosedSql,
+  findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, orderByIdSql, orderSettleSql,
   openOrdersOfWallets, openOrdersOfWalletSql, updateOrderLevels, type OpenOrderRow,
 } from './trading.repository.js';
 
@@ -90,6 +91,30 @@ export interface OrderClosedEvent {
 /** Runs inside the close's transaction; a throw rolls the close back. */
 export type OrderClosedHook = (trx: Trx, event: OrderClosedEvent) => Promise<void>;
 
+/** Whether a close hook may act on a close of this user's (false: it certainly does nothing). */
+export type OrderClosedHookFilter = (userId: string) => Promise<boolean>;
+
+/** The row of order_settle (migration 0009) in the app's names: the wallet after the close, and the P&L. */
+export interface Settlement extends ProtectedWalletChangeRow {
+  settled: boolean;
+  profit: string;
+  /** trade_profit, trade_loss or margin_release. */
+  operation: string;
+}
+
+/** The row of order_close after the claim's columns (node-postgres, snake_case); closed_order null when nothing changed. */
+interface CloseCallRow {
+  closed_order: string | null;
+  settlement: string | null;
+  open_orders: number | null;
+  unrealized_pnl: string | null;
+}
+
+/** A row as JSON text (row_to_json): numbers kept as their exact text, never a binary float. */
+function parseRowJson(text: string): Record<string, unknown> {
+  return parseJson(text, undefined, (digits: string) => digits) as Record<string, unknown>;
+}
+
 export interface ClosedOrder {
   order: OrderRow;
   /** The wallet after the close (balance, margin, realized profit). */
@@ -147,6 +172,14 @@ const insufficientMargin = (margin: string, freeMargin: string) =>
  * The rejections order_open stores (reason → [status, body]); the free margin is only
  * known inside the call, which writes it where the body says `{freeMargin}`.
  */
+/** The rejections order_close stores; the symbol of a missing quote is written where the body says `{symbol}`. */
+const CLOSE_REJECTIONS = JSON.stringify(Object.fromEntries(Object.entries({
+  order: new NotFoundError('Order'), not_open: notOpen(), no_quote: noQuote('{symbol}'),
+}).map(([reason, error]) => {
+  const r = rejectionResponse(error);
+  return [reason, [r.status, r.body]];
+})));
+
 function openRejections(margin: string): string {
   const entry = (e: DomainError) => {
     const r = rejectionResponse(e);
@@ -201,7 +234,7 @@ function unrealized(o: Pick<OpenOrderRow, 'side' | 'openPrice' | 'volume' | 'con
 }
 
 export class OrderService {
-  private readonly closeHooks: OrderClosedHook[] = [];
+  private readonly closeHooks: { hook: OrderClosedHook; mayAct: OrderClosedHookFilter }[] = [];
   observer: TradingObserver | undefined;
   /**
    * Runs last inside the transaction of a user's open, close and modify: the market
@@ -233,8 +266,8 @@ export class OrderService {
   }
 
   /** Registers a hook run inside every close's transaction (user, stop-loss, take-profit, stop-out). */
-  onOrderClosed(hook: OrderClosedHook): void {
-    this.closeHooks.push(hook);
+  onOrderClosed(hook: OrderClosedHook, mayAct: OrderClosedHookFilter = async () => true): void {
+    this.closeHooks.push({ hook, mayAct });
   }
 
   private quoteOf = (symbol: string): PriceQuote | undefined => this.quotes.get(symbol);
@@ -366,8 +399,40 @@ export class OrderService {
     return this.noted(ctx.userId, outcome);
   }
 
-  /** Three round trips: the order's lock with the claim; the close; the rest with COMMIT. */
+  /**
+   * A user's close. One call (`order_close`, migration 0009) when no close hook may act
+   * on it: claim, the order's lock, the close price from the current quotes, the
+   * settlement, the leader's notice and the stored response in one round trip. A referred
+   * user's close (referral commissions) takes the statement path (closeOrderInStatements).
+   */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
+    let hooks = !/^[0-9]{1,18}$/.test(orderId);
+    for (const h of this.closeHooks) hooks ||= await h.mayAct(ctx.userId);
+    if (hooks) return this.closeOrderInStatements(key, ctx, orderId);
+    const statement = () => {
+      const notice = this.orderNotice?.() ?? null;
+      return preparedSql(sql`
+        SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
+          ${JSON.stringify(this.quotes.inputs())}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
+    };
+    const { outcome, row } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log });
+    if (!outcome.replayed && row.closed_order !== null && row.settlement !== null) {
+      const order = camelRow<OrderRow>(parseRowJson(row.closed_order));
+      order.openedAt = new Date(order.openedAt as unknown as string);
+      order.closedAt = new Date(order.closedAt as unknown as string);
+      order.leverage = Number(order.leverage);
+      order.digits = Number(order.digits);
+      const settlement = camelRow<Settlement>(parseRowJson(row.settlement));
+      settlement.updatedAt = new Date(settlement.updatedAt as unknown as string);
+      settlement.postingCreatedAt = settlement.postingCreatedAt === null ? null : new Date(settlement.postingCreatedAt as unknown as string);
+      this.settled(order, settlement, ctx.operationId, ctx.log);
+      this.observer?.orderClosed({ order, wallet: settlement, valuation: { unrealizedPnl: new Decimal(String(row.unrealized_pnl)), openOrders: Number(row.open_orders) } });
+    }
+    return this.noted(ctx.userId, outcome);
+  }
+
+  /** Three round trips: the order's lock with the claim; the close; the rest with COMMIT. */
+  private async closeOrderInStatements(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
     let closed: ClosedOrder | undefined;
     const outcome = await this.idempotency.execute(key, async (trx, locked) => {
       closed = undefined;
@@ -425,32 +490,31 @@ export class OrderService {
    * balance protection on a loss), then the close hooks — all in the caller's transaction.
    */
   private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger, withValuation = false): Promise<ClosedOrder> {
-    const volume = new Decimal(order.volume);
-    const profit = profitOf(order.side, new Decimal(order.openPrice), closePrice, volume, new Decimal(order.contractSize));
-    const margin = new Decimal(order.margin).neg();
-    const metadata = { symbol: order.symbol, side: order.side, volume: volume.toFixed(2), closePrice: formatFixed(closePrice, order.digits), closeReason: reason };
-    const context = { operationId, log, orderId: order.id };
-    // The order row, the wallet change (and the wallet's remaining positions) in one round trip.
-    const change = profit.lt(0)
-      ? this.financial.planProtectedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_loss', metadata, context)
-      : profit.gt(0)
-        ? this.financial.planCombinedOperation(order.userId, { balance: profit, margin, profit }, order.walletType, 'trade_profit', metadata, context)
-        : this.financial.planCombinedOperation(order.userId, { margin }, order.walletType, 'margin_release', metadata, context);
-    const statements = [markOrderClosedSql(order.id, { closePrice: closePrice.toFixed(), profit: profit.toFixed(2), closeReason: reason, operationId }), change.statement];
+    // The settlement (order_settle, migration 0009), the closed row (and the wallet's remaining positions) in one round trip.
+    const statements = [orderSettleSql(order.id, { closePrice: closePrice.toFixed(), closeReason: reason, operationId }), orderByIdSql(order.id)];
     if (withValuation) statements.push(openOrdersOfWalletSql({ walletId: order.walletId }));
-    const [closedResult, changed, positions] = await queryBatch(statements);
-    const closedRaw = closedResult!.rows[0] as Record<string, unknown> | undefined;
-    if (!closedRaw) throw notOpen();
-    const closedRow = camelRow<OrderRow>(closedRaw);
-    const wallet: WalletChangeRow = await change.finish(changed!.rows[0] as Record<string, unknown> | undefined);
+    const [settled, closedResult, positions] = await queryBatch(statements);
+    const settlement = camelRow<Settlement>(settled!.rows[0] as Record<string, unknown>);
+    if (!settlement.settled) throw notOpen();
+    const closedRow = camelRow<OrderRow>(closedResult!.rows[0] as Record<string, unknown>);
     const valuation = positions ? this.valuationOfRows(positions.rows as Record<string, unknown>[]).get(order.walletId) : undefined;
-    const event: OrderClosedEvent = {
-      orderId: order.id, userId: order.userId, walletId: order.walletId, walletType: order.walletType, symbol: order.symbol, side: order.side,
-      volume: volume.toFixed(2), profit: profit.toFixed(2), closePrice: formatFixed(closePrice, order.digits), closeReason: reason, operationId, log,
+    const event = this.settled(closedRow, settlement, operationId, log);
+    for (const { hook } of this.closeHooks) await hook(trx, event);
+    return { order: closedRow, wallet: settlement, valuation };
+  }
+
+  /** The log lines of a settled close, and what the close hooks learn of it. */
+  private settled(closed: OrderRow, s: Settlement, operationId: string, log: AppLogger): OrderClosedEvent {
+    const closePrice = formatFixed(closed.closePrice!, closed.digits);
+    const volume = formatFixed(closed.volume, 2);
+    const reason = closed.closeReason!;
+    this.financial.logSettlement(s, closed.margin, { symbol: closed.symbol, side: closed.side, volume, closePrice, closeReason: reason },
+      { operationId, log, orderId: closed.id });
+    log.info({ orderId: closed.id, closeReason: reason, closePrice, profit: formatMoney(s.profit) }, 'order closed');
+    return {
+      orderId: closed.id, userId: closed.userId, walletId: closed.walletId, walletType: closed.walletType, symbol: closed.symbol, side: closed.side,
+      volume, profit: formatMoney(s.profit), closePrice, closeReason: reason, operationId, log,
     };
-    for (const hook of this.closeHooks) await hook(trx, event);
-    log.info({ orderId: order.id, closeReason: reason, closePrice: event.closePrice, profit: event.profit }, 'order closed');
-    return { order: closedRow, wallet, valuation };
   }
 
   /**

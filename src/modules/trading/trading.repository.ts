@@ -3,7 +3,7 @@ import { sql, type Insertable } from 'kysely';
 import type { Db, Trx } from '../../platform/db/database.js';
 import type { CloseReason, OrderRow, OrdersTable, OrderStatus, WalletType } from '../../platform/db/schema.js';
 import { createdMicros, olderThan, type Cursor } from '../../platform/http/pagination.js';
-import { preparedQuery } from '../../platform/db/inline.js';
+import { preparedQuery, preparedSql } from '../../platform/db/inline.js';
 
 // --- quotes -----------------------------------------------------------------
 
@@ -40,12 +40,18 @@ export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): s
     .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
 }
 
-/** Closes an open order (no row when it is not open), as a prepared statement's `EXECUTE`. */
-export function markOrderClosedSql(orderId: string, c: { closePrice: string; profit: string; closeReason: CloseReason; operationId: string }): string {
-  return preparedQuery((db) => db.updateTable('orders')
-    .set({ status: 'closed', closePrice: c.closePrice, profit: c.profit, closeReason: c.closeReason, closedAt: sql<Date>`now()`, closeOperationId: c.operationId })
-    .where('id', '=', orderId).where('status', '=', sql.lit('open'))
-    .returning(ORDER_COLUMNS));
+/**
+ * Settles an open order at `closePrice` (`order_settle`, migration 0009: the order row,
+ * the P&L, the margin release and the negative-balance protection), as a prepared
+ * statement's `EXECUTE`; its row says `settled` false when the order was not open.
+ */
+export function orderSettleSql(orderId: string, c: { closePrice: string; closeReason: CloseReason; operationId: string }): string {
+  return preparedSql(sql`SELECT * FROM order_settle(${orderId}::bigint, ${c.closePrice}::numeric, ${c.closeReason}::text, ${c.operationId}::text)`);
+}
+
+/** One order by id, as a prepared statement's `EXECUTE` (after order_settle in the same round trip: the closed row). */
+export function orderByIdSql(orderId: string): string {
+  return preparedQuery((db) => db.selectFrom('orders').select(ORDER_COLUMNS).where('id', '=', orderId));
 }
 
 /** Locks one order (of one user, when given): the first lock of every order use case. */

@@ -13,7 +13,7 @@ import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
 import { sql, type RawBuilder } from 'kysely';
 import { preparedSql } from '../../platform/db/inline.js';
-import { toWalletChangeRow, walletChangeSql, walletChangeWithCompensationSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
+import { toWalletChangeRow, walletChangeSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
 
 /** The transaction types of API.md that a single-wallet entry can carry. */
 export type OperationType =
@@ -276,55 +276,28 @@ export class FinancialService {
   }
 
   /**
-   * performCombinedOperation with negative balance protection, for trade settlement:
-   * a debit larger than the balance is posted in full (its balanceAfter is the negative
-   * intermediate value), and the shortfall is credited in a separate
-   * `negative_balance_compensation` entry from the house, so the balance ends at 0.00
-   * and never below. Always inside the caller's transaction or its own, like the others.
+   * The `logger.financial` lines of a close's settlement (`order_settle`, migration 0009,
+   * which does the change in SQL for every kind of close): the P&L and margin release,
+   * and the house's compensation when a loss went beyond the balance.
    */
-  async performProtectedOperation(
-    userId: string,
-    deltas: CombinedDeltas,
-    walletType: WalletType,
-    operationType: OperationType,
-    metadata: Record<string, unknown> | null = null,
-    context: FinancialContext,
-  ): Promise<ProtectedWalletChangeRow> {
-    return this.perform(this.planProtectedOperation(userId, deltas, walletType, operationType, metadata, context), operationType, context);
-  }
-
-  /** performProtectedOperation in two halves, like planCombinedOperation. */
-  planProtectedOperation(
-    userId: string,
-    deltas: CombinedDeltas,
-    walletType: WalletType,
-    operationType: OperationType,
-    metadata: Record<string, unknown> | null,
-    context: Omit<FinancialContext, 'trx'>,
-  ): WalletChangePlan<ProtectedWalletChangeRow> {
-    const d = { balance: text(deltas.balance), margin: text(deltas.margin), profit: text(deltas.profit) };
-    const statement = walletChangeWithCompensationSql(userId, walletType, d, postingFor(operationType, walletType, context, metadata),
-      { type: 'negative_balance_compensation', houseAccount: houseAccountFor('negative_balance_compensation', walletType) });
-    const finish = async (raw: Record<string, unknown> | undefined) => {
-      const row = toWalletChangeRow<ProtectedWalletChangeRow>(raw);
-      if (!row) throw new NotFoundError('Wallet');
-      const log = context.log ?? this.log;
-      logChange(log, operationType, context.operationId, userId, walletType, d, row, metadata);
-      if (new Decimal(row.compensation).gt(0)) {
-        log.financial('negative_balance_compensation', {
-          operationId: context.operationId,
-          userId,
-          walletType,
-          amount: row.compensation,
-          intermediateBalance: row.intermediateBalance,
-          newBalance: row.balance,
-          postingId: row.compensationPostingId,
-          orderId: context.orderId ?? null,
-        });
-      }
-      return row;
-    };
-    return { statement, finish };
+  logSettlement(row: ProtectedWalletChangeRow & { profit: string; operation: string }, margin: string, metadata: Record<string, unknown>,
+    context: Omit<FinancialContext, 'trx'>): void {
+    const log = context.log ?? this.log;
+    const profit = new Decimal(row.profit).toFixed();
+    logChange(log, row.operation, context.operationId, row.userId, row.type, { balance: profit, margin: new Decimal(margin).neg().toFixed(), profit },
+      row, metadata);
+    if (new Decimal(row.compensation).gt(0)) {
+      log.financial('negative_balance_compensation', {
+        operationId: context.operationId,
+        userId: row.userId,
+        walletType: row.type,
+        amount: row.compensation,
+        intermediateBalance: row.intermediateBalance,
+        newBalance: row.balance,
+        postingId: row.compensationPostingId,
+        orderId: context.orderId ?? null,
+      });
+    }
   }
 
 }

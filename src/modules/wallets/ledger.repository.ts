@@ -89,7 +89,7 @@ export function walletChangeSql(
   `);
 }
 
-/** The row of `walletChangeSql` (or `walletChangeWithCompensationSql`) as node-postgres returns it, in the app's names. */
+/** The row of `walletChangeSql` (or of `order_settle`, migration 0009) as node-postgres returns it, in the app's names. */
 export function toWalletChangeRow<T extends WalletChangeRow = WalletChangeRow>(raw: Record<string, unknown> | undefined): T | undefined {
   return raw ? camelRow<T>(raw) : undefined;
 }
@@ -136,6 +136,7 @@ export async function findPosting(db: Db | Trx, id: string) {
   return db.selectFrom('ledgerPostings').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
+/** A wallet after a close's settlement (`order_settle`, migration 0009). */
 export interface ProtectedWalletChangeRow extends WalletChangeRow {
   /** What the balance change alone leaves: old balance + delta (negative when the house compensates). */
   intermediateBalance: string;
@@ -144,57 +145,3 @@ export interface ProtectedWalletChangeRow extends WalletChangeRow {
   compensationPostingId: string | null;
 }
 
-/**
- * walletChangeSql with negative balance protection (API.md, Trading): a debit larger
- * than the balance leaves the balance at 0.00 instead of below it. The debit's entry
- * shows its full amount, with the negative intermediate balance as its balanceAfter;
- * a second entry credits the shortfall from the house account `compensation.houseAccount`
- * (balanceAfter 0.00). Both entries sum to zero, and everything is one statement that
- * locks the wallet row, so the wallet never goes below 0.00, not even for a moment.
- */
-export function walletChangeWithCompensationSql(
-  userId: string,
-  walletType: WalletType,
-  deltas: WalletDeltas,
-  posting: PostingInfo,
-  compensation: { type: string; houseAccount: string },
-): string {
-  const p = posting;
-  const withPosting = deltas.balance !== '0';
-  const metadata = p.metadata ? JSON.stringify(p.metadata) : null;
-  return preparedSql(sql`
-    WITH o AS (
-      SELECT id, balance AS old_balance FROM wallets WHERE user_id = ${userId} AND type = ${walletType} FOR UPDATE
-    ), w AS (
-      UPDATE wallets
-      SET balance = GREATEST(wallets.balance + ${deltas.balance}::numeric, 0),
-          margin = wallets.margin + ${deltas.margin}::numeric,
-          realized_profit = wallets.realized_profit + ${deltas.profit}::numeric,
-          updated_at = now()
-      FROM o
-      WHERE wallets.id = o.id
-      RETURNING wallets.*, o.old_balance, o.old_balance + ${deltas.balance}::numeric AS intermediate
-    ), e AS (
-      SELECT nextval('journal_entry_id_seq') AS id FROM w WHERE ${withPosting}
-    ), c AS (
-      SELECT nextval('journal_entry_id_seq') AS id FROM w WHERE w.intermediate < 0
-    ), p AS (
-      INSERT INTO ledger_postings (entry_id, book, wallet_id, house_account, type, amount, balance_after, operation_id, order_id, counterparty, note, metadata)
-      SELECT v.entry_id, w.type, v.wallet_id, v.house_account, v.type, v.amount, v.balance_after,
-             ${p.operationId}, ${p.orderId ?? null}::bigint, ${p.counterparty ?? null}, ${p.note ?? null}, ${metadata}::jsonb
-      FROM w CROSS JOIN LATERAL (
-        SELECT e.id, w.id, NULL::text, ${p.type}::text, ${deltas.balance}::numeric, w.intermediate FROM e
-        UNION ALL SELECT e.id, NULL::bigint, ${p.houseAccount}::text, ${p.type}::text, -${deltas.balance}::numeric, NULL::numeric FROM e
-        UNION ALL SELECT c.id, w.id, NULL::text, ${compensation.type}::text, -w.intermediate, 0::numeric FROM c
-        UNION ALL SELECT c.id, NULL::bigint, ${compensation.houseAccount}::text, ${compensation.type}::text, w.intermediate, NULL::numeric FROM c
-      ) AS v (entry_id, wallet_id, house_account, type, amount, balance_after)
-      RETURNING id, wallet_id, type, created_at
-    )
-    SELECT w.id, w.user_id, w.type, w.currency, w.balance, w.margin, w.realized_profit, w.updated_at,
-           w.old_balance, w.intermediate AS intermediate_balance, GREATEST(-w.intermediate, 0) AS compensation,
-           (SELECT p.id FROM p WHERE p.wallet_id IS NOT NULL AND p.type = ${p.type}) AS posting_id,
-           (SELECT p.created_at FROM p WHERE p.wallet_id IS NOT NULL AND p.type = ${p.type}) AS posting_created_at,
-           (SELECT p.id FROM p WHERE p.wallet_id IS NOT NULL AND p.type = ${compensation.type}) AS compensation_posting_id
-    FROM w
-  `);
-}

@@ -51,9 +51,20 @@ interface ClaimRow {
 }
 
 /** The stored form of a business rejection: its status and the `error` object. */
-export function rejectionResponse(error: DomainError): StoredResponse {
+function rejectionResponse(error: DomainError): StoredResponse {
   const body = JSON.stringify(error.details ? { code: error.code, message: error.message, details: error.details } : { code: error.code, message: error.message });
   return { status: error.status, body };
+}
+
+/**
+ * The business rejections a PL/pgSQL operation (migrations 0007–0009) may store, as the
+ * JSON it takes: reason → [status, body]. Their text is rendered here, in TypeScript only.
+ */
+export function storedRejections(errors: Record<string, DomainError>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(errors).map(([reason, error]) => {
+    const r = rejectionResponse(error);
+    return [reason, [r.status, r.body]];
+  })));
 }
 
 export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{1,255}$/;

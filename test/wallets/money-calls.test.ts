@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OrderService } from '../../src/modules/trading/order.service.js';
 import { DomainError } from '../../src/platform/errors.js';
+import { Decimal } from '../../src/platform/money.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type Reply, type TestApp } from '../helpers/app.js';
 import { closeLeftovers, makeAdmin, open, setQuote, type User } from '../trading/helpers.js';
 
@@ -252,6 +253,15 @@ describe('money operations as one PL/pgSQL call', () => {
     const rec = await call(t.app, 'GET', '/api/v1/admin/reconciliation', undefined, { token: admin.token });
     expect(rec.body.data.ok).toBe(true);
     await t.services.trading.engine.syncNow();
+  });
+
+  it("rounds half-to-even in SQL as the views do (Decimal's toFixed), for cents and for a symbol's digits", async () => {
+    const cases: [string, number][] = [['1.234565', 5], ['1.234575', 5], ['-1.234565', 5], ['-1.234575', 5], ['2.5', 0], ['3.5', 0], ['0.125', 2], ['-0.135', 2], ['7.0000051', 5]];
+    for (const [x, d] of cases) {
+      const { rows } = await sql<{ r: string; c: string }>`SELECT round_half_even(${x}::numeric, ${d}::int)::text AS r, round_cents_half_even(${x}::numeric)::text AS c`.execute(t.database.db);
+      expect([x, rows[0]!.r]).toEqual([x, new Decimal(x).toFixed(d)]);
+      expect([x, rows[0]!.c]).toEqual([x, new Decimal(x).toDecimalPlaces(2).toFixed(2)]);
+    }
   });
 
   it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {

@@ -11,7 +11,7 @@ import { camelRow, preparedSql } from '../../platform/db/inline.js';
 import type { CloseReason, OrderRow, OrderSide, OrderStatus, WalletRow, WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientMarginError, NotFoundError, ValidationError } from '../../platform/errors.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
-import { IdempotencyService, rejectionResponse, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
+import { IdempotencyService, storedRejections, type IdempotencyKey, type IdempotentOutcome } from '../../platform/idempotency.service.js';
 import { sql } from 'kysely';
 import { parse as parseJson } from 'lossless-json';
 import type { AppLogger } from '../../platform/logger.js';
@@ -168,25 +168,24 @@ const noQuote = (symbol: string) => new DomainError('NO_QUOTE', `There is no pri
 const insufficientMargin = (margin: string, freeMargin: string) =>
   new InsufficientMarginError(`This order needs ${margin} of margin; free margin is ${freeMargin}`);
 
-/**
- * The rejections order_open stores (reason → [status, body]); the free margin is only
- * known inside the call, which writes it where the body says `{freeMargin}`.
- */
 /** The rejections order_close stores; the symbol of a missing quote is written where the body says `{symbol}`. */
-const CLOSE_REJECTIONS = JSON.stringify(Object.fromEntries(Object.entries({
-  order: new NotFoundError('Order'), not_open: notOpen(), no_quote: noQuote('{symbol}'),
-}).map(([reason, error]) => {
-  const r = rejectionResponse(error);
-  return [reason, [r.status, r.body]];
-})));
+const CLOSE_REJECTIONS = storedRejections({ order: new NotFoundError('Order'), not_open: notOpen(), no_quote: noQuote('{symbol}') });
 
+/**
+ * The rejections order_open stores; the free margin is only known inside the call, which
+ * writes it where the body says `{freeMargin}`.
+ */
 function openRejections(margin: string): string {
-  const entry = (e: DomainError) => {
-    const r = rejectionResponse(e);
-    return [r.status, r.body];
-  };
-  return JSON.stringify({ wallet: entry(new NotFoundError('Wallet')), margin: entry(insufficientMargin(margin, '{freeMargin}')) });
+  return storedRejections({ wallet: new NotFoundError('Wallet'), margin: insufficientMargin(margin, '{freeMargin}') });
 }
+
+/** The 'order closed' line, once the close (and its hooks) went through. */
+function logClosed(e: OrderClosedEvent): void {
+  e.log.info({ orderId: e.orderId, closeReason: e.closeReason, closePrice: e.closePrice, profit: e.profit }, 'order closed');
+}
+
+/** An order id as the path may carry it (anything else is an order nobody has). */
+const ORDER_ID = /^[0-9]{1,18}$/;
 
 /** What an order open depends on besides the wallet (OrderService.openTerms). */
 interface OpenTerms {
@@ -406,7 +405,7 @@ export class OrderService {
    * user's close (referral commissions) takes the statement path (closeOrderInStatements).
    */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
-    let hooks = !/^[0-9]{1,18}$/.test(orderId);
+    let hooks = !ORDER_ID.test(orderId);
     for (const h of this.closeHooks) hooks ||= await h.mayAct(ctx.userId);
     if (hooks) return this.closeOrderInStatements(key, ctx, orderId);
     const statement = () => {
@@ -425,7 +424,7 @@ export class OrderService {
       const settlement = camelRow<Settlement>(parseRowJson(row.settlement));
       settlement.updatedAt = new Date(settlement.updatedAt as unknown as string);
       settlement.postingCreatedAt = settlement.postingCreatedAt === null ? null : new Date(settlement.postingCreatedAt as unknown as string);
-      this.settled(order, settlement, ctx.operationId, ctx.log);
+      logClosed(this.settled(order, settlement, ctx.operationId, ctx.log));
       this.observer?.orderClosed({ order, wallet: settlement, valuation: { unrealizedPnl: new Decimal(String(row.unrealized_pnl)), openOrders: Number(row.open_orders) } });
     }
     return this.noted(ctx.userId, outcome);
@@ -444,7 +443,7 @@ export class OrderService {
       closed = await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'user', ctx.operationId, ctx.log, true);
       await this.inTransaction?.(trx, order);
       return { status: 200, data: { order: toOrderView(closed.order), wallet: toWalletView(closed.wallet, closed.valuation) } };
-    }, { operation: 'close_order', log: ctx.log, first: /^[0-9]{1,18}$/.test(orderId) ? lockOrderSql(orderId, ctx.userId, IdempotencyService.CLAIMED) : 'SELECT NULL WHERE FALSE' });
+    }, { operation: 'close_order', log: ctx.log, first: ORDER_ID.test(orderId) ? lockOrderSql(orderId, ctx.userId, IdempotencyService.CLAIMED) : 'SELECT NULL WHERE FALSE' });
     if (closed && !outcome.replayed && outcome.status === 200) this.observer?.orderClosed(closed);
     return this.noted(ctx.userId, outcome);
   }
@@ -500,17 +499,17 @@ export class OrderService {
     const valuation = positions ? this.valuationOfRows(positions.rows as Record<string, unknown>[]).get(order.walletId) : undefined;
     const event = this.settled(closedRow, settlement, operationId, log);
     for (const { hook } of this.closeHooks) await hook(trx, event);
+    logClosed(event);
     return { order: closedRow, wallet: settlement, valuation };
   }
 
-  /** The log lines of a settled close, and what the close hooks learn of it. */
+  /** The `logger.financial` lines of a settled close, and what the close hooks learn of it. */
   private settled(closed: OrderRow, s: Settlement, operationId: string, log: AppLogger): OrderClosedEvent {
     const closePrice = formatFixed(closed.closePrice!, closed.digits);
     const volume = formatFixed(closed.volume, 2);
     const reason = closed.closeReason!;
     this.financial.logSettlement(s, closed.margin, { symbol: closed.symbol, side: closed.side, volume, closePrice, closeReason: reason },
       { operationId, log, orderId: closed.id });
-    log.info({ orderId: closed.id, closeReason: reason, closePrice, profit: formatMoney(s.profit) }, 'order closed');
     return {
       orderId: closed.id, userId: closed.userId, walletId: closed.walletId, walletType: closed.walletType, symbol: closed.symbol, side: closed.side,
       volume, profit: formatMoney(s.profit), closePrice, closeReason: reason, operationId, log,

@@ -7,7 +7,7 @@
 import type { Trx } from '../../platform/db/database.js';
 import type { WalletType } from '../../platform/db/schema.js';
 import { DomainError, InsufficientFundsError, NotFoundError } from '../../platform/errors.js';
-import { rejectionResponse } from '../../platform/idempotency.service.js';
+import { storedRejections } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
 import type { TransactionService } from '../../platform/transaction.service.js';
@@ -15,11 +15,12 @@ import { sql, type RawBuilder } from 'kysely';
 import { preparedSql } from '../../platform/db/inline.js';
 import { toWalletChangeRow, walletChangeSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
 
-/** The transaction types of API.md that a single-wallet entry can carry. */
-export type OperationType =
-  | 'deposit' | 'withdrawal' | 'adjustment' | 'trade_profit' | 'trade_loss'
-  | 'referral_commission' | 'referral_bonus' | 'negative_balance_compensation'
-  | 'margin_reserve' | 'margin_release';
+/**
+ * The entry types a single-wallet change here can carry (margin_reserve moves no money).
+ * A close's trade_profit, trade_loss, margin_release and negative_balance_compensation
+ * are posted by `order_settle` (migration 0009).
+ */
+export type OperationType = 'deposit' | 'withdrawal' | 'adjustment' | 'referral_commission' | 'referral_bonus' | 'margin_reserve';
 
 /** The house account on the other side of each entry type. */
 function houseAccountFor(operation: OperationType, book: WalletType): string {
@@ -27,13 +28,9 @@ function houseAccountFor(operation: OperationType, book: WalletType): string {
     case 'deposit': return book === 'demo' ? 'demo_faucet' : 'deposit_gateway';
     case 'withdrawal': return book === 'demo' ? 'demo_faucet' : 'withdrawal_gateway';
     case 'adjustment': return 'adjustments';
-    case 'trade_profit':
-    case 'trade_loss':
-    case 'margin_reserve':
-    case 'margin_release': return 'dealing';
+    case 'margin_reserve': return 'dealing';
     case 'referral_commission': return 'referral_commissions';
     case 'referral_bonus': return 'referral_bonuses';
-    case 'negative_balance_compensation': return 'negative_balance_compensation';
   }
 }
 
@@ -127,15 +124,12 @@ function recipientNotFound(): DomainError {
  * The business rejections wallet_withdraw and wallet_transfer store, rendered here once
  * (reason → [status, body]) so their text lives in TypeScript only.
  */
-const CALL_REJECTIONS = JSON.stringify(Object.fromEntries(Object.entries({
+const CALL_REJECTIONS = storedRejections({
   wallet: new NotFoundError('Wallet'),
   recipient: recipientNotFound(),
   funds: new InsufficientFundsError(),
   free_margin: InsufficientFundsError.freeMargin(),
-}).map(([reason, error]) => {
-  const r = rejectionResponse(error);
-  return [reason, [r.status, r.body]];
-})));
+});
 
 const text = (v: string | Decimal | undefined) => (v === undefined ? '0' : new Decimal(v).toFixed());
 

@@ -89,7 +89,7 @@ export function walletChangeSql(
   `);
 }
 
-/** The row of `walletChangeSql` (or of `order_settle`, migration 0009) as node-postgres returns it, in the app's names. */
+/** The row of `walletChangeSql` as node-postgres returns it, in the app's names. */
 export function toWalletChangeRow<T extends WalletChangeRow = WalletChangeRow>(raw: Record<string, unknown> | undefined): T | undefined {
   return raw ? camelRow<T>(raw) : undefined;
 }

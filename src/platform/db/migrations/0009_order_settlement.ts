@@ -27,18 +27,28 @@ const ORDER_JSON = `'{"id":"' || ord.id::text
         || '","volume":"' || round(ord.volume, 2)::text
         || '","leverage":' || ord.leverage::text
         || ',"walletType":"' || ord.wallet_type
-        || '","openPrice":"' || round(ord.open_price, ord.digits)::text
+        || '","openPrice":"' || round_half_even(ord.open_price, ord.digits)::text
         || '","margin":"' || round(ord.margin, 2)::text
-        || '","stopLoss":' || CASE WHEN ord.stop_loss IS NULL THEN 'null' ELSE '"' || round(ord.stop_loss, ord.digits)::text || '"' END
-        || ',"takeProfit":' || CASE WHEN ord.take_profit IS NULL THEN 'null' ELSE '"' || round(ord.take_profit, ord.digits)::text || '"' END
+        || '","stopLoss":' || CASE WHEN ord.stop_loss IS NULL THEN 'null' ELSE '"' || round_half_even(ord.stop_loss, ord.digits)::text || '"' END
+        || ',"takeProfit":' || CASE WHEN ord.take_profit IS NULL THEN 'null' ELSE '"' || round_half_even(ord.take_profit, ord.digits)::text || '"' END
         || ',"status":"' || ord.status
-        || '","closePrice":' || CASE WHEN ord.close_price IS NULL THEN 'null' ELSE '"' || round(ord.close_price, ord.digits)::text || '"' END
+        || '","closePrice":' || CASE WHEN ord.close_price IS NULL THEN 'null' ELSE '"' || round_half_even(ord.close_price, ord.digits)::text || '"' END
         || ',"profit":' || CASE WHEN ord.profit IS NULL THEN 'null' ELSE '"' || round(ord.profit, 2)::text || '"' END
         || ',"closeReason":' || CASE WHEN ord.close_reason IS NULL THEN 'null' ELSE '"' || ord.close_reason || '"' END
         || ',"openedAt":"' || iso_time(ord.opened_at)
         || '","closedAt":' || CASE WHEN ord.closed_at IS NULL THEN 'null' ELSE '"' || iso_time(ord.closed_at) || '"' END || '}'`;
 
 export async function up(db: Kysely<unknown>): Promise<void> {
+  // Prices shown with an order's digits, half-to-even like formatFixed (a quote can have
+  // more decimals than an older order's digits when an instrument's digits were raised).
+  await sql`
+    CREATE FUNCTION round_half_even(x numeric, d int) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+      SELECT CASE WHEN abs(x * power(10::numeric, d) - trunc(x * power(10::numeric, d))) = 0.5
+                       AND mod(trunc(x * power(10::numeric, d)), 2) = 0
+                  THEN round(trunc(x * power(10::numeric, d)) / power(10::numeric, d), d)
+                  ELSE round(x, d) END
+    $$`.execute(db);
   await sql.raw(`
     CREATE FUNCTION order_settle(p_order_id bigint, p_close_price numeric, p_reason text, p_operation_id text,
       OUT settled boolean, OUT profit numeric, OUT operation text,
@@ -55,6 +65,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       entry bigint;
     BEGIN
       settled := false;
+      IF p_close_price IS NULL OR p_close_price <= 0 THEN
+        RAISE EXCEPTION 'order_settle needs a close price' USING ERRCODE = 'null_value_not_allowed';
+      END IF;
       SELECT * INTO o FROM orders WHERE orders.id = p_order_id AND orders.status = 'open' FOR UPDATE;
       IF NOT FOUND THEN RETURN; END IF;
       pr := round_cents_half_even(CASE o.side WHEN 'buy' THEN p_close_price - o.open_price ELSE o.open_price - p_close_price END
@@ -63,10 +76,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
                         closed_at = now(), close_operation_id = p_operation_id
       WHERE orders.id = o.id;
       meta := jsonb_build_object('symbol', o.symbol, 'side', o.side, 'volume', round(o.volume, 2)::text,
-                                 'closePrice', round(p_close_price, o.digits)::text, 'closeReason', p_reason);
+                                 'closePrice', round_half_even(p_close_price, o.digits)::text, 'closeReason', p_reason);
       operation := CASE WHEN pr < 0 THEN 'trade_loss' WHEN pr > 0 THEN 'trade_profit' ELSE 'margin_release' END;
 
-      SELECT * INTO w FROM wallets WHERE wallets.user_id = o.user_id AND wallets.type = o.wallet_type FOR UPDATE;
+      SELECT * INTO w FROM wallets WHERE wallets.id = o.wallet_id FOR UPDATE;
+      IF NOT FOUND THEN
+        RAISE EXCEPTION 'no wallet % for order %', o.wallet_id, o.id USING ERRCODE = 'no_data_found';
+      END IF;
       order_settle.old_balance := w.balance;
       order_settle.intermediate_balance := w.balance + pr;
       UPDATE wallets SET balance = GREATEST(wallets.balance + pr, 0), margin = wallets.margin - o.margin,
@@ -123,7 +139,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
         SELECT * INTO qt FROM jsonb_to_recordset(p_quotes) AS x (symbol text, bid numeric, ask numeric) WHERE x.symbol = ord.symbol;
         IF NOT FOUND THEN
           response_status := (p_rejections #>> '{no_quote,0}')::int;
-          response_body := replace(p_rejections #>> '{no_quote,1}', '{symbol}', ord.symbol);
+          response_body := replace(p_rejections #>> '{no_quote,1}', '{symbol}', trim(to_json(ord.symbol)::text, '"'));
           ${store('order_close')}
           RETURN;
         END IF;
@@ -152,4 +168,5 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`DROP FUNCTION order_close(bigint, text, text, text, text, int, bigint, text, jsonb, jsonb, jsonb)`.execute(db);
   await sql`DROP FUNCTION order_settle(bigint, numeric, text, text)`.execute(db);
+  await sql`DROP FUNCTION round_half_even(numeric, int)`.execute(db);
 }

@@ -169,7 +169,9 @@ export class IdempotencyService {
    * Round trip 1: BEGIN, SET LOCAL, the claim, the savepoint and `options.first` (the
    * operation's first statements, guarded by CLAIMED; their results reach `operation`).
    * Then whatever the operation still needs. Last: the stored response and COMMIT (and
-   * for a rejection the ROLLBACK TO SAVEPOINT before it). A deposit is two round trips.
+   * for a rejection the ROLLBACK TO SAVEPOINT before it): two round trips at least. The
+   * money operations that need no TypeScript inside their transaction are one call instead
+   * (executeCall).
    *
    * `savepoint: false` spares the subtransaction, for an operation whose business
    * rejections cannot happen in practice (a deposit: only a missing wallet). Without the

@@ -1,9 +1,10 @@
 /**
  * Order use cases: place, close, modify, list. Each one that changes a position is one
  * transaction with its idempotency key inside (DESIGN.md rules 1 and 6); a close locks
- * the order row, then the wallet (rule 3). The risk engine closes through the same
- * `closeLocked`, so every close — user, stop-loss, take-profit, stop-out — posts the
- * same way and runs the same in-transaction hooks.
+ * the order row, then the wallet (rule 3). Every close — user, stop-loss, take-profit,
+ * stop-out — settles through the same SQL function (`order_settle`, migration 0009), so it
+ * posts the same way; the statement-path closes (`closeLocked`) also run the close hooks,
+ * and a user's close takes that path whenever a hook may act on it.
  */
 import type { Db, Trx } from '../../platform/db/database.js';
 import { ReadRouter } from '../../platform/db/read-router.js';

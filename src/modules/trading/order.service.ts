@@ -16,14 +16,14 @@ import { IdempotencyService, storedRejections, type IdempotencyKey, type Idempot
 import { sql } from 'kysely';
 import { parse as parseJson } from 'lossless-json';
 import type { AppLogger } from '../../platform/logger.js';
-import { Decimal, formatFixed, formatMoney, roundCents, ZERO } from '../../platform/money.js';
+import { Decimal, formatFixed, formatMoney, ZERO } from '../../platform/money.js';
 import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
 import type { Mismatch } from '../admin/admin.service.js';
 import type { FinancialService } from '../wallets/financial.service.js';
 import { lockWalletSql, type ProtectedWalletChangeRow, type WalletChangeRow } from '../wallets/ledger.repository.js';
 import { toWalletView, type RequestContext, type Valuation, type WalletService } from '../wallets/wallet.service.js';
 import type { Instrument, Instruments } from './instruments.js';
-import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
+import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
 import type { QuoteBook } from './quote.book.js';
 import {
   findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, orderByIdSql, orderSettleSql,
@@ -230,7 +230,7 @@ function parsePrice(digits: number, text: string | null | undefined, field: stri
 /** Unrealized P&L of open orders at current quotes, each rounded to the cent as its close would be. */
 function unrealized(o: Pick<OpenOrderRow, 'side' | 'openPrice' | 'volume' | 'contractSize' | 'symbol'>, q: PriceQuote | undefined): Decimal {
   if (!q) return ZERO;
-  return roundCents(rawProfit(o.side, new Decimal(o.openPrice), closePriceOf(o.side, q), new Decimal(o.volume).times(o.contractSize)));
+  return profitOf(o.side, new Decimal(o.openPrice), closePriceOf(o.side, q), new Decimal(o.volume), new Decimal(o.contractSize));
 }
 
 export class OrderService {

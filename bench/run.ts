@@ -386,7 +386,7 @@ async function main() {
   const port = await freePort();
   if (!argv.tsx) {
     await timed('build', async () => {
-      execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
+      execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' }); // as `npm start` builds
     });
   }
   const server = await timed('server start', () => startServer(pgh, jwtSecret, admin, port));

@@ -94,7 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   limitConnectionsPerIp(app, config.maxConnectionsPerIp);
 
   // --- services ---------------------------------------------------------------
-  const tx = new TransactionService(database, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs, maxWaiting: config.pool.maxWaiting || undefined }, log);
+  const tx = new TransactionService(database, { lockTimeoutMs: config.lockTimeoutMs, statementTimeoutMs: config.statementTimeoutMs, maxWaiting: config.pool.maxWaiting }, log);
   const idempotency = new IdempotencyService(tx, config.idempotencyTtlHours);
   const financial = new FinancialService(tx, log);
   const reads = new ReadRouter({ primary: database.db, readUrls: config.databaseReadUrls, pool: config.pool, hub: deps.hub, log });

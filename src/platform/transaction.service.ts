@@ -143,20 +143,6 @@ async function send(client: pg.ClientBase, text: string): Promise<pg.QueryResult
   return rollback ? [all[0]!, ...all.slice(1 + need.names.length)] : all.slice(need.names.length);
 }
 
-/** Prepares (in a round trip of their own) what a single parameterised query needs. */
-async function prepareFor(client: pg.ClientBase, text: string): Promise<void> {
-  const state = preparedOf(client);
-  const need = preparationsFor(text, state.done);
-  if (need.names.length === 0) return;
-  try {
-    await client.query(need.sql);
-  } catch (err) {
-    state.uncertain = true;
-    throw err;
-  }
-  for (const name of need.names) state.done.add(name);
-}
-
 /** After a failure: what the connection really has prepared. */
 async function resyncPrepared(client: pg.ClientBase): Promise<void> {
   const state = preparedOf(client);
@@ -197,6 +183,9 @@ export interface TransactionSettings {
 
 export const BACKOFF_MS = [10, 20, 40] as const;
 
+/** How many results BEGIN and its SET LOCAL bounds give (TransactionService.begin). */
+const BEGIN_STATEMENTS = 3;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -229,11 +218,7 @@ export class TransactionService {
         if (!client) throw new Error('transaction query outside its transaction');
         let w = wrappers.get(client);
         if (!w) {
-          const query = async (text: string, values?: unknown[]) => {
-            await prepareFor(client, text);
-            return client.query(text, values);
-          };
-          w = { query: query as unknown as pg.PoolClient['query'], release: () => undefined };
+          w = { query: client.query.bind(client) as pg.PoolClient['query'], release: () => undefined };
           wrappers.set(client, w);
         }
         return w;
@@ -317,15 +302,15 @@ export class TransactionService {
 
   /** A pool client, unless admission control refuses (the pool's queue is full). */
   private async connect(): Promise<pg.PoolClient> {
-    const maxWaiting = this.settings.maxWaiting;
-    if (maxWaiting !== undefined && this.pool.waitingCount >= maxWaiting) {
+    const maxWaiting = this.settings.maxWaiting ?? 0;
+    if (maxWaiting > 0 && this.pool.waitingCount >= maxWaiting) {
       this.stats.shed++;
       throw new ServiceUnavailableError('The server is busy; please retry shortly');
     }
     return this.pool.connect();
   }
 
-  /** BEGIN with the bounds of rule 4: three statements. */
+  /** BEGIN with the bounds of rule 4: BEGIN_STATEMENTS statements. */
   private static begin(options: TransactionOptions, lockTimeout: number, statementTimeout: number): string {
     return `BEGIN${options.isolationLevel ? ` ISOLATION LEVEL ${options.isolationLevel.toUpperCase()}` : ''};`
       + ` SET LOCAL lock_timeout = '${Math.trunc(lockTimeout)}ms'; SET LOCAL statement_timeout = '${Math.trunc(statementTimeout)}ms';`;
@@ -340,16 +325,16 @@ export class TransactionService {
     return discard;
   }
 
-  /** One attempt of executeBatchWithRetry. */
-  private async runBatchOnce(statements: string | (() => string), options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
+  /**
+   * One attempt's frame: a connection (admission control first), `work` on it, and on any
+   * failure ROLLBACK and the connection's prepared statements checked; the error that
+   * work or the clean-up sets as `discard` makes release() drop the connection.
+   */
+  private async attempt<T>(work: (client: pg.PoolClient, onDiscard: (e: Error) => void) => Promise<T>): Promise<T> {
     const client = await this.connect();
     let discard: Error | undefined;
     try {
-      const text = typeof statements === 'string' ? statements : statements();
-      const results = await send(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${text}; COMMIT`);
-      // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
-      if (results[results.length - 1]!.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
-      return results.slice(3, -1);
+      return await work(client, (e) => { discard = e; });
     } catch (err) {
       discard = await TransactionService.abandon(client);
       throw err;
@@ -358,11 +343,25 @@ export class TransactionService {
     }
   }
 
+  /** Sends `text` ending in COMMIT; PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction. */
+  private static async commit(client: pg.PoolClient, text: string): Promise<pg.QueryResult[]> {
+    const results = await send(client, text);
+    if (results[results.length - 1]!.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
+    return results;
+  }
+
+  /** One attempt of executeBatchWithRetry. */
+  private async runBatchOnce(statements: string | (() => string), options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
+    return this.attempt(async (client) => {
+      const text = typeof statements === 'string' ? statements : statements();
+      const results = await TransactionService.commit(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${text}; COMMIT`);
+      return results.slice(BEGIN_STATEMENTS, -1);
+    });
+  }
+
   /** One attempt: BEGIN + SET LOCAL (+ prelude) | fn | queued statements + COMMIT, or ROLLBACK. */
   private async runOnce<T>(fn: (trx: Trx, ctx: TransactionContext) => Promise<T>, options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<T> {
-    const client = await this.connect();
-    let discard: Error | undefined;
-    try {
+    return this.attempt(async (client, onDiscard) => {
       const begin = TransactionService.begin(options, lockTimeout, statementTimeout) + (options.prelude ? ` ${options.prelude}` : '');
       let results: pg.QueryResult[] = [];
       let preludeError: unknown;
@@ -374,23 +373,15 @@ export class TransactionService {
       }
       const queued: string[] = [];
       const ctx: TransactionContext = {
-        prelude: results.slice(3), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
+        prelude: results.slice(BEGIN_STATEMENTS), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
       };
       const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
-      const done = await send(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);
-      const last = done[done.length - 1]!;
-      // PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction.
-      if (last.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
+      await TransactionService.commit(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);
       // Only after a PREPARE batch that failed (a tolerated prelude error). The transaction
       // committed: a failure here discards the connection, it does not fail the operation.
-      await resyncPrepared(client).catch((e: Error) => { discard = e; });
+      await resyncPrepared(client).catch(onDiscard);
       return result;
-    } catch (err) {
-      discard = await TransactionService.abandon(client);
-      throw err;
-    } finally {
-      client.release(discard);
-    }
+    });
   }
 
   /** Locks the user's row (SELECT … FOR UPDATE) and passes it to `fn`. */

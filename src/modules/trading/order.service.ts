@@ -361,7 +361,7 @@ export class OrderService {
       SELECT * FROM order_open(${this.idempotency.claimArguments(key)}, ${values.walletType}::text, ${values.symbol}::text, ${values.side}::text,
         ${values.volume}::numeric, ${values.leverage}::int, ${values.contractSize}::numeric, ${values.digits}::int, ${values.openPrice}::numeric,
         ${values.margin}::numeric, ${values.stopLoss}::numeric, ${values.takeProfit}::numeric, ${values.openOperationId}::text,
-        ${newPnl.toFixed()}::numeric, ${JSON.stringify(fields).slice(1, -1)}::text, ${JSON.stringify(this.quotes.inputs())}::jsonb,
+        ${newPnl.toFixed()}::numeric, ${JSON.stringify(fields).slice(1, -1)}::text, ${this.quotes.inputsJson()}::jsonb,
         ${openRejections(values.margin)}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
   }
 
@@ -413,7 +413,7 @@ export class OrderService {
       const notice = this.orderNotice?.() ?? null;
       return preparedSql(sql`
         SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
-          ${JSON.stringify(this.quotes.inputs())}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
+          ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
     };
     const { outcome, row } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log });
     if (!outcome.replayed && row.closed_order !== null && row.settlement !== null) {

@@ -28,6 +28,7 @@ export interface QuoteView {
 export class QuoteBook {
   private readonly quotes = new Map<string, Quote>();
   private lastSeq = 0;
+  private inputs: { seq: number; json: string } | undefined;
 
   constructor(private readonly instruments: Instruments) {}
 
@@ -66,9 +67,16 @@ export class QuoteBook {
     return q;
   }
 
-  /** Every quote as exact decimal strings, for the database's valuations (migration 0007). */
-  inputs(): { symbol: string; bid: string; ask: string }[] {
-    return this.list().map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed() }));
+  /**
+   * Every quote as JSON with exact decimal strings, `[{symbol, bid, ask}]`, for the
+   * database's valuations (migrations 0007–0009); encoded once per change of the book,
+   * not once per request.
+   */
+  inputsJson(): string {
+    if (this.inputs?.seq !== this.lastSeq) {
+      this.inputs = { seq: this.lastSeq, json: JSON.stringify(this.list().map((q) => ({ symbol: q.symbol, bid: q.bid.toFixed(), ask: q.ask.toFixed() }))) };
+    }
+    return this.inputs.json;
   }
 
   view(q: Quote): QuoteView {

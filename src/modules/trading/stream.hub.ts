@@ -14,7 +14,7 @@ import type { AppLogger } from '../../platform/logger.js';
 import type { UserStateCache } from '../auth/user-state.cache.js';
 import type { Instruments } from './instruments.js';
 import type { OrderView } from './order.service.js';
-import type { QuoteBook } from './quote.book.js';
+import type { Quote, QuoteBook } from './quote.book.js';
 import type { AccountEvents, MarginCallData } from './risk.engine.js';
 
 export const CLOSE_UNAUTHENTICATED = 4401;
@@ -135,7 +135,7 @@ export class StreamHub implements AccountEvents {
       s.expiry.unref();
     }
     socket.on('close', () => this.remove(s));
-    this.send(s, JSON.stringify({ type: 'quotes', data: this.quotes.list().map((q) => this.quotes.view(q)) }));
+    this.send(s, this.quotesMessage(this.quotes.list()));
     return s;
   }
 
@@ -224,6 +224,11 @@ export class StreamHub implements AccountEvents {
     if (set?.size === 0) this.byUser.delete(s.userId);
   }
 
+  /** The `quotes` message of these quotes, encoded once for every session that gets it. */
+  private quotesMessage(items: Quote[]): Buffer {
+    return Buffer.from(JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) }));
+  }
+
   /**
    * A Buffer is sent as a text frame as is: a push encodes its JSON to UTF-8 once for all
    * the sessions that share it, not once per socket.
@@ -251,7 +256,7 @@ export class StreamHub implements AccountEvents {
       let text = texts.get(s.subKey);
       if (text === undefined) {
         const items = s.symbols === undefined ? all : all.filter((q) => s.symbols!.has(q.symbol));
-        text = Buffer.from(JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) }));
+        text = this.quotesMessage(items);
         texts.set(s.subKey, text);
       }
       s.lastSeq = seq;
@@ -286,7 +291,7 @@ export class StreamHub implements AccountEvents {
       if (key !== undefined) text = cache.get(key);
       if (text === undefined) {
         const items = this.quotes.list().filter((q) => (s.symbols === undefined || s.symbols.has(q.symbol)) && (q.seq > s.lastSeq || s.forced.has(q.symbol)));
-        text = items.length === 0 ? null : Buffer.from(JSON.stringify({ type: 'quotes', data: items.map((q) => this.quotes.view(q)) }));
+        text = items.length === 0 ? null : this.quotesMessage(items);
         if (key !== undefined) cache.set(key, text);
       }
       s.lastSeq = seq;

@@ -93,7 +93,7 @@ export class Trading {
 
     deps.wallets.valuation = (d, ids) => this.orders.valuation(d, ids);
     deps.wallets.valuationQuery = { sql: (userId, type, guard) => openOrdersOfWalletSql({ userId, type, guard }), fromRows: (rows) => this.orders.valuationOfRows(rows) };
-    deps.wallets.positions = () => ({ quotes: this.quotes.inputs(), notifyChannel: WALLET_CHANNEL });
+    deps.wallets.positions = () => ({ quotesJson: this.quotes.inputsJson(), notifyChannel: WALLET_CHANNEL });
     deps.admin.marginCheck = (d) => this.orders.marginCheck(d);
     deps.userCache.listeners.push((userId) => void this.streams.recheckUser(userId));
   }

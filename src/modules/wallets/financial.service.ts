@@ -10,7 +10,7 @@ import { DomainError, InsufficientFundsError, NotFoundError } from '../../platfo
 import { storedRejections } from '../../platform/idempotency.service.js';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal } from '../../platform/money.js';
-import type { TransactionService } from '../../platform/transaction.service.js';
+import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
 import { sql, type RawBuilder } from 'kysely';
 import { preparedSql } from '../../platform/db/inline.js';
 import { toWalletChangeRow, walletChangeSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
@@ -35,7 +35,7 @@ function houseAccountFor(operation: OperationType, book: WalletType): string {
 }
 
 export interface FinancialContext {
-  /** Join the caller's transaction instead of opening one. */
+  /** Join the caller's transaction (one of TransactionService's) instead of opening one. */
   trx?: Trx;
   operationId: string;
   log?: AppLogger;
@@ -82,16 +82,10 @@ export interface WalletChangePlan<T> {
   finish(raw: Record<string, unknown> | undefined): Promise<T>;
 }
 
-/** A quote as `wallet_deposit` values open orders at (strings, exact). */
-export interface QuoteInput {
-  symbol: string;
-  bid: string;
-  ask: string;
-}
-
 /** What the money calls value open positions at, and whom they tell a wallet with positions changed. */
 export interface PositionsInput {
-  quotes: QuoteInput[];
+  /** Every current quote as JSON, `[{symbol, bid, ask}]` with exact decimal strings (QuoteBook.inputsJson). */
+  quotesJson: string;
   /** NOTIFY channel of the risk engine (null: nobody listens). */
   notifyChannel: string | null;
 }
@@ -169,12 +163,12 @@ export class FinancialService {
 
   /** Runs a planned change in the caller's transaction, or in its own. */
   private async perform<T>(plan: WalletChangePlan<T>, operationType: OperationType, context: FinancialContext): Promise<T> {
-    const run = async (trx: Trx) => {
-      const { rows } = await sql.raw<Record<string, unknown>>(plan.statement).execute(trx);
-      // Through Kysely the row is camelCase already; toWalletChangeRow leaves it so.
-      return plan.finish(rows[0]);
+    // The statement is an EXECUTE of a prepared statement: queryBatch prepares it on the connection first.
+    const run = async () => {
+      const [result] = await queryBatch([plan.statement]);
+      return plan.finish(result!.rows[0] as Record<string, unknown> | undefined);
     };
-    if (context.trx) return run(context.trx);
+    if (context.trx) return run();
     return this.tx.executeWithRetry(run, { operation: operationType, log: context.log });
   }
 
@@ -209,7 +203,7 @@ export class FinancialService {
    * A deposit as one call of `wallet_deposit` (migration 0007): it claims the idempotency
    * key (`claim`: IdempotencyService.claimArguments), credits the wallet against the
    * deposit's house account with both postings, and stores the response, the wallet
-   * valued at `positions.quotes`. The caller runs `statement` as a transaction of one
+   * valued at `positions.quotesJson`. The caller runs `statement` as a transaction of one
    * round trip (IdempotencyService.executeCall); `finish` writes the `logger.financial`
    * line of a call that changed the wallet.
    */
@@ -217,7 +211,7 @@ export class FinancialService {
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<WalletCallRow> {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_deposit(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('deposit', walletType)}::text,
-                                   ${context.operationId}::text, ${metadata === null ? null : JSON.stringify(metadata)}::text, ${JSON.stringify(positions.quotes)}::jsonb)`);
+                                   ${context.operationId}::text, ${metadata === null ? null : JSON.stringify(metadata)}::text, ${positions.quotesJson}::jsonb)`);
     return { statement, finish: (row) => this.logCall(row, 'deposit', userId, walletType, amount.toFixed(), context, metadata) };
   }
 
@@ -230,7 +224,7 @@ export class FinancialService {
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<WalletCallRow> {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_withdraw(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('withdrawal', walletType)}::text,
-                                    ${context.operationId}::text, ${JSON.stringify(positions.quotes)}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
+                                    ${context.operationId}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
     return { statement, finish: (row) => this.logCall(row, 'withdrawal', userId, walletType, amount.neg().toFixed(), context, null) };
   }
 
@@ -244,7 +238,7 @@ export class FinancialService {
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<TransferCallRow> {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_transfer(${claim}, ${walletType}::text, ${toAccountNumber}::text, ${new Decimal(amount).toFixed()}::numeric, ${context.operationId}::text,
-                                    ${note}::text, ${JSON.stringify(positions.quotes)}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
+                                    ${note}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
     const finish = (row: TransferCallRow) => {
       if (row.posting_id === null) return; // a stored rejection: nothing changed
       (context.log ?? this.log).financial('transfer', {

@@ -127,7 +127,7 @@ export interface RequestContext {
 export class WalletService {
   readonly depositHooks: { hook: DepositHook; mayAct: DepositHookFilter }[] = [];
   /** What the money calls value open positions at and notify (set by the trading module). */
-  positions: () => PositionsInput = () => ({ quotes: [], notifyChannel: null });
+  positions: () => PositionsInput = () => ({ quotesJson: '[]', notifyChannel: null });
   valuation: ValuationProvider = async () => new Map();
   valuationQuery: ValuationQuery | undefined;
 

@@ -15,7 +15,7 @@ import { sql, type Kysely } from 'kysely';
  * - Wallets and idempotency keys leave room on their pages (fillfactor), so the balance
  *   update and the stored response can be HOT updates (no index entries written).
  */
-export const HOUSE_ACCOUNTS = [
+const HOUSE_ACCOUNTS = [
   'deposit_gateway', 'withdrawal_gateway', 'demo_faucet', 'adjustments', 'dealing',
   'referral_commissions', 'referral_bonuses', 'negative_balance_compensation',
 ] as const;

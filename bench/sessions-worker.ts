@@ -48,6 +48,31 @@ let stopping = false;
 let inflight = 0;
 let next = 0;
 
+/**
+ * The quote times of a message, parsed once per distinct message: every session of a
+ * push gets the same bytes, so the load generator decodes each push once, not once per
+ * session (it must stay cheaper than the server it measures).
+ */
+const parsed = new Map<string, number[]>();
+function quoteTimes(data: Buffer): number[] {
+  const key = data.toString('latin1');
+  let times = parsed.get(key);
+  if (times === undefined) {
+    times = [];
+    try {
+      const msg = JSON.parse(data.toString('utf8')) as { type?: string; data?: { time?: unknown }[] };
+      if (msg.type === 'quotes' && Array.isArray(msg.data)) {
+        for (const q of msg.data) if (typeof q.time === 'string') times.push(Date.parse(q.time));
+      }
+    } catch {
+      // not JSON: no quotes
+    }
+    if (parsed.size >= 256) parsed.clear();
+    parsed.set(key, times);
+  }
+  return times;
+}
+
 function bump(map: Record<string, number>, key: string) {
   map[key] = (map[key] ?? 0) + 1;
 }
@@ -81,17 +106,8 @@ function openOne(token: string) {
       return;
     }
     const now = Date.now();
-    let msg: { type?: string; data?: { time?: string }[] };
-    try {
-      msg = JSON.parse(data.toString('utf8')) as typeof msg;
-    } catch {
-      return;
-    }
-    if (msg.type !== 'quotes' || !Array.isArray(msg.data)) return;
-    for (const q of msg.data) {
-      if (typeof q.time !== 'string') continue;
-      const lag = now - Date.parse(q.time);
-      interval.recordValue(Math.max(0, Math.min(lag, 3_600_000)));
+    for (const time of quoteTimes(data)) {
+      interval.recordValue(Math.max(0, Math.min(now - time, 3_600_000)));
       stats.quotes++;
     }
   });

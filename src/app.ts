@@ -135,6 +135,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   trading.onOrderClosed(referrals.onOrderClosed, referrals.mayActOnClose);
   metrics.wsSessionCount = () => trading.streams.size;
   metrics.stopOutCount = () => trading.orders.stopOuts;
+  trading.streams.onPush = (sessions, seconds) => metrics.observePush(sessions, seconds);
   const services: Services = { tx, idempotency, financial, wallets, auth, admin, userCache, metrics, trading, referrals, reads };
 
   await registerOpenApi(app);

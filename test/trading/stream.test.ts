@@ -86,6 +86,12 @@ describe('quotes', () => {
     for (let i = 1; i < pushes.length; i++) expect(pushes[i]!.at - pushes[i - 1]!.at).toBeGreaterThanOrEqual(INTERVAL - 50);
     // conflated: far fewer messages than quotes
     expect(pushes.length).toBeLessThan(1 + 8);
+    // every push is counted in /metrics: messages written and one duration each
+    const metrics = (await t.app.inject({ method: 'GET', url: '/metrics' })).body;
+    const value = (name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(metrics)?.[1]);
+    expect(value('websocket_push_messages_total')).toBeGreaterThanOrEqual(pushes.length - 1);
+    expect(value('websocket_push_duration_seconds_count')).toBeGreaterThanOrEqual(1);
+    expect(value('websocket_push_duration_seconds_count')).toBeLessThanOrEqual(value('websocket_push_messages_total'));
     c.ws.close();
   });
 

@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics (prom-client) at /metrics: request duration by route and status,
  * transaction outcomes, idempotency replays and conflicts, pool usage, WebSocket
- * sessions, stop-outs, rate-limit rejections, reconciliation mismatches and the
+ * sessions and quote pushes (duration of each fan-out, messages written), stop-outs, rate-limit rejections, reconciliation mismatches and the
  * default process metrics. Each app has its own registry.
  */
 import type { FastifyInstance } from 'fastify';
@@ -22,6 +22,8 @@ export class Metrics {
   readonly reconciliationMismatches: Gauge;
   readonly stopOuts: Counter;
   readonly wsSessions: Gauge;
+  private readonly wsPushDuration: Histogram;
+  private readonly wsPushMessages: Counter;
   /** Set by app.ts from the trading module: open WebSocket sessions of this process. */
   wsSessionCount: () => number = () => 0;
   /** Set by app.ts from the trading module: committed stop-outs of this process. */
@@ -81,6 +83,13 @@ export class Metrics {
       name: 'websocket_sessions', help: 'Open WebSocket stream sessions on this process', registers: [registry],
       collect() { this.set(self.wsSessionCount()); },
     });
+    this.wsPushDuration = new Histogram({
+      name: 'websocket_push_duration_seconds',
+      help: 'Time to write one quote push to every session that was due (the last session gets the quote this much later than the first)',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    });
+    this.wsPushMessages = new Counter({ name: 'websocket_push_messages_total', help: 'Quote messages written to WebSocket sessions by pushes', registers: [registry] });
     this.stopOuts = new Counter({
       name: 'stop_outs_total', help: 'Positions closed by stop-out (this process)', registers: [registry],
       collect() { this.reset(); this.inc(self.stopOutCount()); },
@@ -89,6 +98,12 @@ export class Metrics {
   }
 
   readonly requestDuration: Histogram;
+
+  /** One quote push of the stream hub: sessions written and how long it took. */
+  observePush(sessions: number, seconds: number): void {
+    this.wsPushDuration.observe(seconds);
+    this.wsPushMessages.inc(sessions);
+  }
 
   register(app: FastifyInstance) {
     app.addHook('onResponse', async (req, reply) => {

@@ -22,7 +22,7 @@ import { insertAudit } from '../admin/admin.repository.js';
 import { toOrderView, type ClosedOrder, type OpenedWallet, type OrderService, type OrderView, type TradingObserver, type WalletSnapshot } from './order.service.js';
 import type { Quote, QuoteBook } from './quote.book.js';
 import { centsToDecimal, RiskBook, type BookOrderInput, type BookWallet, type Evaluation, type QuoteEffects } from './risk.book.js';
-import { openOrdersOfWallets, openOrdersPage, upsertQuotes, WALLET_CHANNEL, walletStates, walletsWithMargin, type OpenOrderRow, type WalletStateRow } from './trading.repository.js';
+import { openOrdersPage, upsertQuotes, WALLET_CHANNEL, walletSnapshots, walletStates, walletsWithMargin, type OpenOrderRow, type WalletStateRow } from './trading.repository.js';
 
 export interface MarginCallData {
   walletType: string;
@@ -516,14 +516,12 @@ export class RiskEngine implements TradingObserver {
     }
   }
 
-  /** Re-reads some wallets (balance and open orders) and re-evaluates them. */
+  /** Re-reads some wallets (balance and open orders, one statement) and re-evaluates them. */
   private async refresh(ids: string[]): Promise<void> {
     const seqs = new Map(ids.map((id) => [id, this.book.wallets.get(id)?.seq ?? -1]));
-    const [states, open] = await Promise.all([walletStates(this.db, ids), openOrdersOfWallets(this.db, ids)]);
     const stopOuts: string[] = [];
-    for (const s of states) {
-      const orders = open.filter((o) => o.walletId === s.id);
-      this.sync(s.id, { balance: s.balance, orders }, seqs.get(s.id)!);
+    for (const s of await walletSnapshots(this.db, ids)) {
+      this.sync(s.id, { balance: s.balance, orders: s.orders }, seqs.get(s.id)!);
       const w = this.book.wallets.get(s.id);
       if (w && this.assess(w).stopOut) stopOuts.push(s.id);
     }

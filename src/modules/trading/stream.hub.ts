@@ -60,6 +60,8 @@ export class StreamHub implements AccountEvents {
   private heartbeat: NodeJS.Timeout | undefined;
   /** Messages sent, for tests and metrics. */
   readonly stats = { connected: 0, pushes: 0, events: 0, resyncs: 0 };
+  /** Called after each push that sent something: sessions written and the push's duration (metrics). */
+  onPush: ((sessions: number, seconds: number) => void) | undefined;
 
   constructor(
     private readonly quotes: QuoteBook,
@@ -282,6 +284,8 @@ export class StreamHub implements AccountEvents {
   private push(): void {
     const seq = this.quotes.seq;
     const now = Date.now();
+    const started = performance.now();
+    const pushesBefore = this.stats.pushes;
     const cache = new Map<string, Buffer | null>();
     for (const s of this.sessions) {
       if ((s.lastSeq >= seq && s.forced.size === 0) || now - s.lastPushAt < this.intervalMs) continue;
@@ -301,5 +305,7 @@ export class StreamHub implements AccountEvents {
       this.send(s, text);
       this.stats.pushes++;
     }
+    const sent = this.stats.pushes - pushesBefore;
+    if (sent > 0) this.onPush?.(sent, (performance.now() - started) / 1000);
   }
 }

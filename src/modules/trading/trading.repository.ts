@@ -141,6 +141,29 @@ export async function walletStates(db: Db | Trx, walletIds: string[]): Promise<W
   return db.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin']).where('id', 'in', walletIds).execute();
 }
 
+/**
+ * Balance and open orders (oldest first) of some wallets, in one statement: one round
+ * trip and one snapshot, so a balance is never paired with orders of another moment.
+ * Wallets that do not exist are absent.
+ */
+export async function walletSnapshots(db: Db, walletIds: string[]): Promise<(WalletStateRow & { orders: OpenOrderRow[] })[]> {
+  if (walletIds.length === 0) return [];
+  const rows = await db.selectFrom('wallets as w')
+    .leftJoin('orders as o', (join) => join.onRef('o.walletId', '=', 'w.id').on('o.status', '=', sql.lit('open')))
+    .select(['w.id as wId', 'w.userId as wUserId', 'w.type as wType', 'w.balance as wBalance', 'w.margin as wMargin'])
+    .select(OPEN_COLUMNS.map((c) => `o.${c}` as const))
+    .where('w.id', 'in', walletIds)
+    .orderBy('w.id').orderBy('o.openedAt').orderBy('o.id')
+    .execute();
+  const out: (WalletStateRow & { orders: OpenOrderRow[] })[] = [];
+  for (const { wId, wUserId, wType, wBalance, wMargin, ...order } of rows) {
+    let last = out[out.length - 1];
+    if (last?.id !== wId) out.push((last = { id: wId, userId: wUserId, type: wType, balance: wBalance, margin: wMargin, orders: [] }));
+    if (order.id !== null) last.orders.push(order as OpenOrderRow);
+  }
+  return out;
+}
+
 /** Locks a wallet by id (after the order row: DESIGN.md rule 3). */
 export async function lockWalletById(trx: Trx, walletId: string): Promise<WalletStateRow | undefined> {
   return trx.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin']).where('id', '=', walletId).forUpdate().executeTakeFirst();

@@ -91,6 +91,9 @@ function openOne(token: string) {
   const ws = new WebSocket(`${cfg.url}?token=${encodeURIComponent(token)}`, {
     localAddress: cfg.localAddress,
     perMessageDeflate: false,
+    // The server's own tests check what it sends; the load generator skips re-validating
+    // every message's UTF-8 (10-20 % of its CPU per message, measured with 16,000 sockets).
+    skipUTF8Validation: true,
     handshakeTimeout: 60_000,
     maxPayload: 1 << 20,
   });

@@ -1,0 +1,91 @@
+/**
+ * StreamHub's pushes without sockets' costs hidden by a small test: thousands of
+ * sessions whose writes take time. A push writes in slices and lets the event loop run
+ * in between (an HTTP request is not stuck behind every write), yet every due session
+ * gets the new quote exactly once, sessions closed during the push get nothing, and a
+ * quote that arrives during a push goes at once to the sessions not yet written and by
+ * a second push to the others.
+ */
+import { describe, expect, it } from 'vitest';
+import type { WebSocket } from 'ws';
+import type { AppLogger } from '../../src/platform/logger.js';
+import { Decimal } from '../../src/platform/money.js';
+import type { UserStateCache } from '../../src/modules/auth/user-state.cache.js';
+import { Instruments } from '../../src/modules/trading/instruments.js';
+import { QuoteBook } from '../../src/modules/trading/quote.book.js';
+import { StreamHub, type Session } from '../../src/modules/trading/stream.hub.js';
+
+/** A socket whose every write keeps the CPU busy for `costMs`. */
+function slowSocket(costMs: number) {
+  const received: string[] = [];
+  const socket = {
+    readyState: 1,
+    bufferedAmount: 0,
+    on: () => socket,
+    ping: () => undefined,
+    terminate: () => undefined,
+    close: () => { socket.readyState = 3; },
+    send: (data: Buffer | string) => {
+      const until = performance.now() + costMs;
+      while (performance.now() < until) { /* a socket write's CPU */ }
+      received.push(data.toString());
+    },
+  };
+  return { socket: socket as unknown as WebSocket, received };
+}
+
+const silent = { info: () => undefined, warn: () => undefined, error: () => undefined } as unknown as AppLogger;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('StreamHub push', () => {
+  it('writes in slices with the event loop running in between, each due session once', async () => {
+    const instruments = new Instruments();
+    const quotes = new QuoteBook(instruments);
+    quotes.set('EURUSD', new Decimal('1.10000'), new Decimal('1.10010'), new Date());
+    const hub = new StreamHub(quotes, instruments, {} as UserStateCache, 0, silent, 1);
+    const pushes: number[] = [];
+    hub.onPush = (n) => pushes.push(n);
+    hub.start();
+    const N = 3_000;
+    const sockets = Array.from({ length: N }, () => slowSocket(0.02)); // 60 ms of writes in all
+    const sessions: Session[] = sockets.map((x, i) => hub.add(x.socket, `u${i}`, 0, undefined, `t${i}`)!);
+    expect(sockets.every((x) => x.received.length === 1)).toBe(true); // the snapshots
+
+    quotes.set('EURUSD', new Decimal('1.10100'), new Decimal('1.10110'), new Date());
+    hub.quotesChanged();
+    // Turns of the event loop while the push writes: one of them must see it half done.
+    const written = () => sockets.filter((x) => x.received.length > 1).length;
+    let partial = 0;
+    for (let i = 0; i < 1_000 && partial === 0; i++) {
+      await new Promise((r) => setImmediate(r));
+      if (written() > 0 && written() < N - 10) partial = written();
+    }
+    expect(partial).toBeGreaterThan(0);
+    // Closed during the push, before their turn: nothing more is written to them.
+    for (const s of sessions.slice(-10)) hub.close(s, 1000, 'bye');
+    // A newer quote during the push: the sessions not yet written get it instead, at once;
+    // those already written get it from a second push once the first is done.
+    quotes.set('EURUSD', new Decimal('1.10200'), new Decimal('1.10210'), new Date());
+    hub.quotesChanged();
+
+    const live = sockets.slice(0, N - 10);
+    const bids = (m: string) => (JSON.parse(m) as { data: { symbol: string; bid: string }[] }).data.map((q) => `${q.symbol} ${q.bid}`);
+    const last = (x: { received: string[] }) => bids(x.received[x.received.length - 1]!);
+    for (let i = 0; i < 300 && !(pushes.length === 2 && live.every((x) => last(x)[0] === 'EURUSD 1.10200')); i++) await sleep(10);
+    hub.stop();
+    let both = 0;
+    for (const x of live) {
+      expect(bids(x.received[0]!)).toContain('EURUSD 1.10000');
+      const after = x.received.slice(1).map(bids);
+      if (after.length === 2) {
+        both++;
+        expect(after).toEqual([['EURUSD 1.10100'], ['EURUSD 1.10200']]);
+      } else expect(after).toEqual([['EURUSD 1.10200']]);
+    }
+    expect(both).toBeGreaterThanOrEqual(partial);
+    expect(both).toBeLessThan(N - 10);
+    for (const x of sockets.slice(N - 10)) expect(x.received).toHaveLength(1);
+    expect(pushes).toEqual([N - 10, both]);
+    expect(hub.stats.pushes).toBe(N - 10 + both);
+  });
+});

@@ -18,6 +18,7 @@ import { StreamHub, type Session } from '../../src/modules/trading/stream.hub.js
 /** A socket whose every write keeps the CPU busy for `costMs`. */
 function slowSocket(costMs: number) {
   const received: string[] = [];
+  const at: number[] = [];
   const socket = {
     readyState: 1,
     bufferedAmount: 0,
@@ -29,9 +30,10 @@ function slowSocket(costMs: number) {
       const until = performance.now() + costMs;
       while (performance.now() < until) { /* a socket write's CPU */ }
       received.push(data.toString());
+      at.push(Date.now());
     },
   };
-  return { socket: socket as unknown as WebSocket, received };
+  return { socket: socket as unknown as WebSocket, received, at };
 }
 
 const silent = { info: () => undefined, warn: () => undefined, error: () => undefined } as unknown as AppLogger;
@@ -87,5 +89,33 @@ describe('StreamHub push', () => {
     for (const x of sockets.slice(N - 10)) expect(x.received).toHaveLength(1);
     expect(pushes).toEqual([N - 10, both]);
     expect(hub.stats.pushes).toBe(N - 10 + both);
+  });
+
+  it('counts a session\'s interval from when it was written, not from when a long push began', async () => {
+    const instruments = new Instruments();
+    const quotes = new QuoteBook(instruments);
+    quotes.set('EURUSD', new Decimal('1.10000'), new Decimal('1.10010'), new Date());
+    quotes.set('GBPUSD', new Decimal('1.26000'), new Decimal('1.26015'), new Date());
+    const INTERVAL = 100;
+    const hub = new StreamHub(quotes, instruments, {} as UserStateCache, INTERVAL, silent, 1);
+    hub.start();
+    const sockets = Array.from({ length: 1_000 }, () => slowSocket(0.15)); // a push: about 150 ms of writes
+    const sessions = sockets.map((x, i) => hub.add(x.socket, `u${i}`, 0, undefined, `t${i}`)!);
+    for (const s of sessions) hub.onMessage(s, JSON.stringify({ type: 'subscribe', symbols: ['EURUSD'] }));
+    await sleep(INTERVAL + 10);
+    quotes.set('EURUSD', new Decimal('1.10100'), new Decimal('1.10110'), new Date());
+    hub.quotesChanged();
+    for (let i = 0; i < 100 && !sockets.every((x) => x.received.length === 2); i++) await sleep(10);
+    // The last session was written at the end of that push; it now subscribes to one more
+    // symbol, which it must get, but not sooner than INTERVAL after its last message.
+    const last = sockets[sockets.length - 1]!;
+    hub.onMessage(sessions[sessions.length - 1]!, JSON.stringify({ type: 'subscribe', symbols: ['EURUSD', 'GBPUSD'] }));
+    for (let i = 0; i < 50 && last.received.length < 3; i++) await sleep(10);
+    hub.stop();
+    expect(last.received).toHaveLength(3);
+    expect(JSON.parse(last.received[2]!).data.map((q: { symbol: string }) => q.symbol)).toEqual(['GBPUSD']);
+    // Its interval runs from the start of the slice that wrote it: at most one slice (10 ms,
+    // checked every 64 writes of 0.15 ms here) before the write.
+    expect(last.at[2]! - last.at[1]!).toBeGreaterThanOrEqual(INTERVAL - 25);
   });
 });

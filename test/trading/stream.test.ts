@@ -91,7 +91,6 @@ describe('quotes', () => {
     const value = (name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(metrics)?.[1]);
     expect(value('websocket_push_messages_total')).toBeGreaterThanOrEqual(pushes.length - 1);
     expect(value('websocket_push_duration_seconds_count')).toBeGreaterThanOrEqual(1);
-    expect(value('websocket_push_duration_seconds_count')).toBeLessThanOrEqual(value('websocket_push_messages_total'));
     c.ws.close();
   });
 

@@ -20,7 +20,7 @@ const walletOf = async (userId: string, type: 'live' | 'demo') =>
   t.database.db.selectFrom('wallets').select(['id', 'balance', 'margin']).where('userId', '=', userId).where('type', '=', type).executeTakeFirstOrThrow();
 
 describe('walletSnapshots', () => {
-  it('returns each wallet once with its open orders, oldest first, in one statement', async () => {
+  it('returns each wallet once with its balance, margin and open orders, oldest first', async () => {
     const a = await fundedUser(t.app, '1000.00');
     const b = await fundedUser(t.app, '500.00');
     const first = await open(t, a, { symbol: 'EURUSD', side: 'buy', volume: '0.01', leverage: 100 });

@@ -86,7 +86,7 @@ export class Metrics {
     this.wsPushDuration = new Histogram({
       name: 'websocket_push_duration_seconds',
       help: 'Time to write one quote push to every session that was due (the last session gets the quote this much later than the first)',
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     });
     this.wsPushMessages = new Counter({ name: 'websocket_push_messages_total', help: 'Quote messages written to WebSocket sessions by pushes', registers: [registry] });

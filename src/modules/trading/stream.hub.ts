@@ -306,9 +306,9 @@ export class StreamHub implements AccountEvents {
       this.pushAgain = true;
       return;
     }
-    const now = Date.now();
     const due: Session[] = [];
-    for (const s of this.sessions) if (this.isDue(s, this.quotes.seq, now)) due.push(s);
+    const at = Date.now();
+    for (const s of this.sessions) if (this.isDue(s, this.quotes.seq, at)) due.push(s);
     if (due.length === 0) return;
     this.pushing = true;
     const started = performance.now();
@@ -319,30 +319,42 @@ export class StreamHub implements AccountEvents {
     let sent = 0;
     const slice = () => {
       this.slicing = undefined;
-      if (this.quotes.seq !== seq) {
-        seq = this.quotes.seq;
-        quotes = this.quotes.list();
-        cache.clear();
-      }
-      const until = performance.now() + PUSH_SLICE_MS;
-      while (next < due.length) {
-        const s = due[next++]!;
-        // Closed, resynchronised or served meanwhile: skipped.
-        if (!s.closed && this.isDue(s, seq, now) && this.serve(s, seq, now, quotes, cache)) sent++;
-        if ((next & 63) === 0 && performance.now() >= until) break;
-      }
-      if (next < due.length && this.timer) {
-        this.slicing = setImmediate(slice);
-        return;
-      }
-      this.pushing = false;
-      if (sent > 0) this.onPush?.(sent, (performance.now() - started) / 1000);
-      if (this.pushAgain && this.timer) {
-        this.pushAgain = false;
-        this.push();
+      let more = false;
+      try {
+        if (this.quotes.seq !== seq) {
+          seq = this.quotes.seq;
+          quotes = this.quotes.list();
+          cache.clear();
+        }
+        // The slice's own clock: a session written late in a long push counts its interval from then.
+        const now = Date.now();
+        const until = performance.now() + PUSH_SLICE_MS;
+        while (next < due.length) {
+          const s = due[next++]!;
+          // Closed, resynchronised or served meanwhile: skipped.
+          if (!s.closed && this.isDue(s, seq, now) && this.serve(s, seq, now, quotes, cache)) sent++;
+          if ((next & 63) === 0 && performance.now() >= until) break;
+        }
+        more = next < due.length && this.timer !== undefined;
+        if (more) this.slicing = setImmediate(slice);
+      } finally {
+        if (!more) this.pushDone(sent, started);
       }
     };
     slice();
+  }
+
+  /** The push in progress is over (also when a slice threw): report it, then make the push asked for meanwhile, after a turn of the event loop. */
+  private pushDone(sent: number, started: number): void {
+    this.pushing = false;
+    if (sent > 0) this.onPush?.(sent, (performance.now() - started) / 1000);
+    if (this.pushAgain && this.timer) {
+      this.pushAgain = false;
+      this.slicing = setImmediate(() => {
+        this.slicing = undefined;
+        this.push();
+      });
+    }
   }
 
   private isDue(s: Session, seq: number, now: number): boolean {

@@ -348,12 +348,9 @@ export class StreamHub implements AccountEvents {
   private pushDone(sent: number, started: number): void {
     this.pushing = false;
     if (sent > 0) this.onPush?.(sent, (performance.now() - started) / 1000);
-    if (this.pushAgain && this.timer) {
+    if (this.pushAgain) {
       this.pushAgain = false;
-      this.slicing = setImmediate(() => {
-        this.slicing = undefined;
-        this.push();
-      });
+      this.quotesChanged(); // the next push, after a turn of the event loop (merged with one already asked for)
     }
   }
 

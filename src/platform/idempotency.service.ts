@@ -89,17 +89,21 @@ export class IdempotencyService {
    * the key was used for a different request.
    */
   async checkIdempotency(trx: Trx, k: IdempotencyKey): Promise<{ isExisting: boolean; record?: StoredResponse }> {
-    const { rows } = await sql.raw<ClaimRow>(this.claimSql(k)).execute(trx);
+    const { rows } = await this.claimQuery(k).execute(trx);
     return this.judgeClaim(rows[0]!, k);
   }
 
-  /**
-   * The claim as one statement with literals, so it can travel with BEGIN: a
-   * non-blocking advisory lock on (user, key), then the key row inserted — or an
-   * expired one taken over — or the completed one found.
-   */
+  /** The claim as a prepared statement's `EXECUTE`, so it can travel with BEGIN (see claimQuery). */
   private claimSql(k: IdempotencyKey): string {
-    return preparedSql(sql`
+    return preparedSql(this.claimQuery(k));
+  }
+
+  /**
+   * The claim as one statement: a non-blocking advisory lock on (user, key), then the
+   * key row inserted — or an expired one taken over — or the completed one found.
+   */
+  private claimQuery(k: IdempotencyKey): RawBuilder<ClaimRow> {
+    return sql<ClaimRow>`
       WITH l AS (SELECT pg_try_advisory_xact_lock(hashtextextended(${`${k.userId}:${k.key}`}::text, 0)) AS ok),
       ins AS (
         INSERT INTO idempotency_keys (user_id, key, method, path, request_hash, status, expires_at)
@@ -116,7 +120,7 @@ export class IdempotencyService {
       SELECT l.ok AS locked, EXISTS (SELECT 1 FROM ins) AS inserted,
              set_config('idempotency.claimed', CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 'on' ELSE 'off' END, true) AS claimed,
              k.request_hash, k.response_status, k.response_body
-      FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${k.userId}::bigint AND k.key = ${k.key}::text AND k.status = 'completed'`);
+      FROM l LEFT JOIN idempotency_keys k ON k.user_id = ${k.userId}::bigint AND k.key = ${k.key}::text AND k.status = 'completed'`;
   }
 
   private judgeClaim(row: ClaimRow, k: IdempotencyKey): { isExisting: boolean; record?: StoredResponse } {
@@ -135,17 +139,18 @@ export class IdempotencyService {
   }
 
   private completeSql(k: IdempotencyKey, response: StoredResponse): string {
-    return preparedSql(sql`
+    return preparedSql(this.completeQuery(k, response));
+  }
+
+  private completeQuery(k: IdempotencyKey, response: StoredResponse): RawBuilder<unknown> {
+    return sql`
       UPDATE idempotency_keys SET status = 'completed', response_status = ${Math.trunc(response.status)}::int, response_body = ${response.body}::text
-      WHERE user_id = ${k.userId}::bigint AND key = ${k.key}::text`);
+      WHERE user_id = ${k.userId}::bigint AND key = ${k.key}::text`;
   }
 
   /** Stores the response of a completed operation, in its transaction. */
   async markCompleted(trx: Trx, k: IdempotencyKey, response: StoredResponse): Promise<void> {
-    await sql`
-      UPDATE idempotency_keys SET status = 'completed', response_status = ${response.status}, response_body = ${response.body}
-      WHERE user_id = ${k.userId} AND key = ${k.key}
-    `.execute(trx);
+    await this.completeQuery(k, response).execute(trx);
   }
 
   /** Stores a business rejection (after rolling the operation back to the savepoint). */

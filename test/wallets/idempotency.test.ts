@@ -1,6 +1,8 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
+import { DomainError } from '../../src/platform/errors.js';
+import { IdempotencyService } from '../../src/platform/idempotency.service.js';
 
 let t: TestApp;
 beforeAll(async () => { t = await startTestApp(); });
@@ -91,5 +93,32 @@ describe('idempotency', () => {
     expect(deleted).toBe(1);
     const after = await sql<{ n: string }>`SELECT count(*) AS n FROM idempotency_keys WHERE expires_at > now()`.execute(t.database.db);
     expect(after.rows[0]!.n).toBe(before.rows[0]!.n);
+  });
+});
+
+describe("the seed's IdempotencyService calls inside one transaction", () => {
+  it('checkIdempotency claims a new key, markCompleted stores the response, a second check replays it; markFailed stores a rejection', async () => {
+    const { tx, idempotency } = t.services;
+    const u = await registerUser(t.app);
+    const k = (key: string) => IdempotencyService.generateKey(u.user.id, key, 'POST', '/test', 'hash');
+    const done = k(newKey());
+    const first = await tx.executeWithRetry(async (trx) => {
+      const c = await idempotency.checkIdempotency(trx, done);
+      await idempotency.markCompleted(trx, done, { status: 201, body: '{"ok":true}' });
+      return c;
+    });
+    expect(first).toEqual({ isExisting: false });
+    const again = await tx.executeWithRetry((trx) => idempotency.checkIdempotency(trx, done));
+    expect(again).toEqual({ isExisting: true, record: { status: 201, body: '{"ok":true}' } });
+
+    const failed = k(newKey());
+    const stored = await tx.executeWithRetry(async (trx) => {
+      await idempotency.checkIdempotency(trx, failed);
+      return idempotency.markFailed(trx, failed, new DomainError('INSUFFICIENT_FUNDS', 'Insufficient funds'));
+    });
+    expect(stored.status).toBe(422);
+    const replay = await tx.executeWithRetry((trx) => idempotency.checkIdempotency(trx, failed));
+    expect(replay).toEqual({ isExisting: true, record: stored });
+    expect(JSON.parse(replay.record!.body)).toMatchObject({ code: 'INSUFFICIENT_FUNDS' });
   });
 });

@@ -22,6 +22,9 @@ export const SQLSTATE = {
   checkViolation: '23514',
   foreignKeyViolation: '23503',
   queryCanceled: '57014',
+  noDataFound: 'P0002',
+  /** Raised by wallet_transfer (migration 0007) for a transfer to oneself. */
+  ownTransfer: 'TS400',
 } as const;
 
 const RETRYABLE = new Set<string>([SQLSTATE.deadlock, SQLSTATE.serializationFailure, SQLSTATE.lockNotAvailable]);

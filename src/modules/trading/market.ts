@@ -242,10 +242,13 @@ export class Market implements AccountEvents {
     this.publishLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'margin_call', d: data } satisfies EventMessage));
   }
 
-  /** The notice for the leader that a one-call order open (order_open) sends itself: its channel and the fields it completes. */
-  orderNotice(): { channel: string; o: string; l: boolean } | null {
+  /**
+   * The notice for the leader that a one-call open or close (order_open, order_close)
+   * sends itself, as the JSON they take: its channel and the fields it completes.
+   */
+  orderNotice(): string | null {
     if (!this.leadership) return null;
-    return { channel: CHANNELS.orders, o: this.origin, l: this.isLeader && this.d.engine.active };
+    return JSON.stringify({ channel: CHANNELS.orders, o: this.origin, l: this.isLeader && this.d.engine.active });
   }
 
   /** Inside a user's order transaction: the notice for the leader (see `market_orders`). */

@@ -20,7 +20,7 @@ import { Decimal, formatFixed, formatMoney, ZERO } from '../../platform/money.js
 import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
 import type { Mismatch } from '../admin/admin.service.js';
 import type { FinancialService } from '../wallets/financial.service.js';
-import { lockWalletSql, type ProtectedWalletChangeRow, type WalletChangeRow } from '../wallets/ledger.repository.js';
+import { lockWalletSql, type Settlement, type WalletChangeRow } from '../wallets/ledger.repository.js';
 import { toWalletView, type RequestContext, type Valuation, type WalletService } from '../wallets/wallet.service.js';
 import type { Instrument, Instruments } from './instruments.js';
 import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
@@ -94,14 +94,6 @@ export type OrderClosedHook = (trx: Trx, event: OrderClosedEvent) => Promise<voi
 
 /** Whether a close hook may act on a close of this user's (false: it certainly does nothing). */
 export type OrderClosedHookFilter = (userId: string) => Promise<boolean>;
-
-/** The row of order_settle (migration 0009) in the app's names: the wallet after the close, and the P&L. */
-export interface Settlement extends ProtectedWalletChangeRow {
-  settled: boolean;
-  profit: string;
-  /** trade_profit, trade_loss or margin_release. */
-  operation: string;
-}
 
 /** The row of order_close after the claim's columns (node-postgres, snake_case); closed_order null when nothing changed. */
 interface CloseCallRow {
@@ -241,8 +233,8 @@ export class OrderService {
    * notifies the leader there, so the notice is delivered on commit, before the answer.
    */
   inTransaction: ((trx: Trx, order: { id: string; walletId: string }) => Promise<void>) | undefined;
-  /** The same notice for a one-call open: its channel and the fields the call completes (null: none). */
-  orderNotice: (() => { channel: string; o: string; l: boolean } | null) | undefined;
+  /** The same notice for a one-call open or close, as JSON: its channel and the fields the call completes (null: none). */
+  orderNotice: (() => string | null) | undefined;
   /** Positions closed by stop-out since start (committed). */
   stopOuts = 0;
 
@@ -356,13 +348,12 @@ export class OrderService {
     });
     const { id: _id, openedAt: _openedAt, closedAt: _closedAt, ...fields } = view;
     const newPnl = unrealized({ ...values, symbol: terms.inst.symbol }, terms.quote);
-    const notice = this.orderNotice?.() ?? null;
     return preparedSql(sql`
       SELECT * FROM order_open(${this.idempotency.claimArguments(key)}, ${values.walletType}::text, ${values.symbol}::text, ${values.side}::text,
         ${values.volume}::numeric, ${values.leverage}::int, ${values.contractSize}::numeric, ${values.digits}::int, ${values.openPrice}::numeric,
         ${values.margin}::numeric, ${values.stopLoss}::numeric, ${values.takeProfit}::numeric, ${values.openOperationId}::text,
         ${newPnl.toFixed()}::numeric, ${JSON.stringify(fields).slice(1, -1)}::text, ${this.quotes.inputsJson()}::jsonb,
-        ${openRejections(values.margin)}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
+        ${openRejections(values.margin)}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`);
   }
 
   /**
@@ -409,12 +400,9 @@ export class OrderService {
     let hooks = !ORDER_ID.test(orderId);
     for (const h of this.closeHooks) hooks ||= await h.mayAct(ctx.userId);
     if (hooks) return this.closeOrderInStatements(key, ctx, orderId);
-    const statement = () => {
-      const notice = this.orderNotice?.() ?? null;
-      return preparedSql(sql`
-        SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
-          ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${notice === null ? null : JSON.stringify(notice)}::jsonb)`);
-    };
+    const statement = () => preparedSql(sql`
+      SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
+        ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`);
     const { outcome, row } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log });
     if (!outcome.replayed && row.closed_order !== null && row.settlement !== null) {
       const order = camelRow<OrderRow>(parseRowJson(row.closed_order));

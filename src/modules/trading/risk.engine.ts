@@ -521,7 +521,7 @@ export class RiskEngine implements TradingObserver {
     const seqs = new Map(ids.map((id) => [id, this.book.wallets.get(id)?.seq ?? -1]));
     const stopOuts: string[] = [];
     for (const s of await walletSnapshots(this.db, ids)) {
-      this.sync(s.id, { balance: s.balance, orders: s.orders }, seqs.get(s.id)!);
+      this.sync(s.id, s, seqs.get(s.id)!);
       const w = this.book.wallets.get(s.id);
       if (w && this.assess(w).stopOut) stopOuts.push(s.id);
     }

@@ -13,7 +13,7 @@ import { Decimal } from '../../platform/money.js';
 import { queryBatch, type TransactionService } from '../../platform/transaction.service.js';
 import { sql, type RawBuilder } from 'kysely';
 import { preparedSql } from '../../platform/db/inline.js';
-import { toWalletChangeRow, walletChangeSql, type PostingInfo, type ProtectedWalletChangeRow, type WalletChangeRow } from './ledger.repository.js';
+import { toWalletChangeRow, walletChangeSql, type PostingInfo, type Settlement, type WalletChangeRow } from './ledger.repository.js';
 
 /**
  * The entry types a single-wallet change here can carry (margin_reserve moves no money).
@@ -268,7 +268,7 @@ export class FinancialService {
    * which does the change in SQL for every kind of close): the P&L and margin release,
    * and the house's compensation when a loss went beyond the balance.
    */
-  logSettlement(row: ProtectedWalletChangeRow & { profit: string; operation: string }, margin: string, metadata: Record<string, unknown>,
+  logSettlement(row: Settlement, margin: string, metadata: Record<string, unknown>,
     context: Omit<FinancialContext, 'trx'>): void {
     const log = context.log ?? this.log;
     const profit = new Decimal(row.profit).toFixed();

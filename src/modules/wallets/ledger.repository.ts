@@ -136,8 +136,12 @@ export async function findPosting(db: Db | Trx, id: string) {
   return db.selectFrom('ledgerPostings').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-/** A wallet after a close's settlement (`order_settle`, migration 0009). */
-export interface ProtectedWalletChangeRow extends WalletChangeRow {
+/** The row of a close's settlement (`order_settle`, migration 0009) in the app's names: the wallet after the close, and the P&L. */
+export interface Settlement extends WalletChangeRow {
+  settled: boolean;
+  profit: string;
+  /** trade_profit, trade_loss or margin_release. */
+  operation: string;
   /** What the balance change alone leaves: old balance + delta (negative when the house compensates). */
   intermediateBalance: string;
   /** The house's compensation that brought the balance back to 0.00 ("0" when there was none). */

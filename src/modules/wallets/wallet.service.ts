@@ -12,7 +12,7 @@ import type pg from 'pg';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatMoney, ZERO } from '../../platform/money.js';
 import type { FinancialService, MoneyCallPlan, PositionsInput } from './financial.service.js';
-import { sqlState } from '../../platform/transaction.service.js';
+import { SQLSTATE, sqlState } from '../../platform/transaction.service.js';
 import { findWallet, findWallets, listPostings, type WalletChangeRow } from './ledger.repository.js';
 
 export interface Valuation {
@@ -251,8 +251,9 @@ export class WalletService {
         if (!outcome.replayed) plan.finish(row);
         return outcome;
       } catch (err) {
-        if (sqlState(err) === 'P0002') throw new NotFoundError('Wallet');
-        if (sqlState(err) === 'TS400') throw new ValidationError('Cannot transfer to your own account', [{ field: 'toAccountNumber', message: 'is your own account' }]);
+        const state = sqlState(err);
+        if (state === SQLSTATE.noDataFound) throw new NotFoundError('Wallet');
+        if (state === SQLSTATE.ownTransfer) throw new ValidationError('Cannot transfer to your own account', [{ field: 'toAccountNumber', message: 'is your own account' }]);
         throw err;
       }
     })());

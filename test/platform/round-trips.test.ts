@@ -16,6 +16,7 @@ import { openOrdersOfWalletSql, WALLET_CHANNEL } from '../../src/modules/trading
 import { CHANNELS } from '../../src/modules/trading/market.js';
 import { lockWalletSql, walletChangeSql } from '../../src/modules/wallets/ledger.repository.js';
 import { literal } from '../../src/platform/db/inline.js';
+import { Decimal } from '../../src/platform/money.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { makeAdmin, place, setQuote } from '../trading/helpers.js';
 
@@ -153,6 +154,52 @@ describe('round trips per money operation', () => {
     await call(t.app, 'POST', `/api/v1/orders/${o.body.data.order.id}/close`, undefined, { token: u.token, key: newKey() });
   });
 });
+
+describe("the referral hooks' filters", () => {
+  it("read no referrer chain for users that existed when the chains were preloaded, and one for a user registered since", async () => {
+    const a = await registerUser(t.app);
+    const b = await registerUser(t.app, { referralCode: a.user.referralCode });
+    const c = await registerUser(t.app, { referralCode: b.user.referralCode });
+    const referrals = t.services.referrals;
+    expect(await referrals.preload(2)).toBeGreaterThanOrEqual(3); // pages of two users
+    const known = await roundTrips(async () => {
+      expect(await referrals.mayActOnClose(a.user.id)).toBe(false);
+      expect(await referrals.mayActOnClose(b.user.id)).toBe(true);
+      expect(await referrals.mayActOnClose(c.user.id)).toBe(true);
+      expect(await referrals.mayActOnDeposit(c.user.id, 'live', new Decimal('100.00'))).toBe(true);
+      expect(await referrals.mayActOnDeposit(a.user.id, 'live', new Decimal('100.00'))).toBe(false);
+    });
+    expect(known.count).toBe(0);
+    const d = await registerUser(t.app, { referralCode: c.user.referralCode });
+    const late = await roundTrips(async () => {
+      expect(await referrals.mayActOnClose(d.user.id)).toBe(true);
+      expect(await referrals.mayActOnClose(d.user.id)).toBe(true);
+    });
+    expect(late.count).toBe(1); // read once, then kept
+    // The preloaded chain is the whole chain: d's close pays c, b and a.
+    await deposit(d, '5000.00');
+    const admin = await makeAdmin(t);
+    await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
+    const before = await Promise.all([c, b, a].map((u) => balance(u)));
+    const order = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '1.00', walletType: 'live' }, { token: d.token, key: newKey() });
+    expect(order.status, order.raw).toBe(201);
+    const closed = await call(t.app, 'POST', `/api/v1/orders/${order.body.data.order.id}/close`, undefined, { token: d.token, key: newKey() });
+    expect(closed.status, closed.raw).toBe(200);
+    const after = await Promise.all([c, b, a].map((u) => balance(u)));
+    // 1.00 lot × 5.00 / 2.00 / 1.00 per level (config.referral.rates)
+    expect(after.map((x, i) => new Decimal(x).minus(before[i]!).toFixed(2))).toEqual(t.config.referral.rates.map((r) => new Decimal(r).toFixed(2)));
+  });
+});
+
+async function deposit(u: { token: string }, amount: string) {
+  const r = await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount }, { token: u.token, key: newKey() });
+  expect(r.status, r.raw).toBe(201);
+}
+
+async function balance(u: { token: string }): Promise<string> {
+  const r = await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token });
+  return r.body.data.items.find((w: { type: string }) => w.type === 'live').balance as string;
+}
 
 describe('round trips per order operation', () => {
   it('an order open and a close are one round trip each (the notice for the leader sent by the call, delivered on commit)', async () => {

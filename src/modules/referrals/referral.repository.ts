@@ -15,6 +15,19 @@ export async function referrerChain(trx: Db | Trx, userId: string): Promise<(str
   return r ? [r.l1, r.l2, r.l3] : [null, null, null];
 }
 
+/** The referrer chains of up to `limit` users with ids above `after`, by id (for a preload). */
+export async function referrerChainsAfter(db: Db, after: string, limit: number): Promise<{ id: string; l1: string | null; l2: string | null; l3: string | null }[]> {
+  const { rows } = await sql<{ id: string; l1: string | null; l2: string | null; l3: string | null }>`
+    SELECT u0.id, u0.referrer_id AS l1, u1.referrer_id AS l2, u2.referrer_id AS l3
+    FROM users u0
+    LEFT JOIN users u1 ON u1.id = u0.referrer_id
+    LEFT JOIN users u2 ON u2.id = u1.referrer_id
+    WHERE u0.id > ${after}
+    ORDER BY u0.id
+    LIMIT ${limit}`.execute(db);
+  return rows;
+}
+
 /** Claims the referee's one signup bonus; false when it was already paid (or is being paid). */
 export async function claimSignupBonus(trx: Trx, b: { refereeId: string; referrerId: string; referrerAmount: string; refereeAmount: string; depositPostingId: string; operationId: string }): Promise<boolean> {
   const { rows } = await sql`

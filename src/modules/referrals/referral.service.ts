@@ -14,7 +14,7 @@ import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletChangeRow } from '../wallets/ledger.repository.js';
 import type { DepositEvent } from '../wallets/wallet.service.js';
 import type { OrderClosedEvent } from '../trading/index.js';
-import { claimSignupBonus, insertCommission, listCommissions, referralStats, referrerChain } from './referral.repository.js';
+import { claimSignupBonus, insertCommission, listCommissions, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
 
 export interface ReferralSettings {
   qualifyingDeposit: string;
@@ -25,14 +25,16 @@ export interface ReferralSettings {
 
 /** Chains kept in memory at most (the oldest entry goes first). */
 const CHAIN_CACHE_SIZE = 200_000;
+/** The chain of a user nobody referred, shared by all of them. */
+const NO_REFERRER: readonly (string | null)[] = Object.freeze([null, null, null]);
 
 export class ReferralService {
   /**
    * Referrer chains by user. A user's referrer is set at registration and never
    * changes, so neither does the chain: each process reads it once per user, not once
-   * per close.
+   * per close, and `preload` reads every user's at start.
    */
-  private readonly chains = new Map<string, (string | null)[]>();
+  private readonly chains = new Map<string, readonly (string | null)[]>();
 
   constructor(
     private readonly db: Db,
@@ -98,13 +100,38 @@ export class ReferralService {
     return Boolean(referrerId);
   };
 
-  private async chainOf(trx: Db | Trx, userId: string): Promise<(string | null)[]> {
+  /**
+   * Reads every user's chain (up to the cache's size) in pages of `pageSize` by id, so
+   * neither a close nor a deposit of a user who existed at start reads one (the hooks'
+   * `mayAct` filters ask on every close and qualifying deposit). A chain never changes,
+   * so nothing read here goes stale. Returns how many were loaded.
+   */
+  async preload(pageSize = 20_000): Promise<number> {
+    let loaded = 0;
+    let after = '0';
+    while (loaded < CHAIN_CACHE_SIZE) {
+      const rows = await referrerChainsAfter(this.db, after, Math.min(pageSize, CHAIN_CACHE_SIZE - loaded));
+      if (rows.length === 0) break;
+      for (const { id, l1, l2, l3 } of rows) {
+        if (!this.chains.has(id)) this.remember(id, l1 === null ? NO_REFERRER : [l1, l2, l3]);
+      }
+      loaded += rows.length;
+      after = rows[rows.length - 1]!.id;
+    }
+    return loaded;
+  }
+
+  private async chainOf(trx: Db | Trx, userId: string): Promise<readonly (string | null)[]> {
     const known = this.chains.get(userId);
     if (known) return known;
     const chain = await referrerChain(trx, userId);
+    this.remember(userId, chain[0] === null ? NO_REFERRER : chain);
+    return chain;
+  }
+
+  private remember(userId: string, chain: readonly (string | null)[]): void {
     if (this.chains.size >= CHAIN_CACHE_SIZE) this.chains.delete(this.chains.keys().next().value!);
     this.chains.set(userId, chain);
-    return chain;
   }
 
   async stats(userId: string) {

@@ -119,4 +119,53 @@ describe('StreamHub push', () => {
     expect(JSON.parse(last.received[2]!).data.map((q: { symbol: string }) => q.symbol)).toEqual(['GBPUSD']);
     expect(last.at[2]! - writtenAt).toBeGreaterThanOrEqual(INTERVAL);
   });
+
+  it('resyncs in slices too: the event loop runs meanwhile, each open session gets the snapshot of its slice, a second resync starts over', async () => {
+    const instruments = new Instruments();
+    const quotes = new QuoteBook(instruments);
+    quotes.set('EURUSD', new Decimal('1.10000'), new Decimal('1.10010'), new Date());
+    const hub = new StreamHub(quotes, instruments, {} as UserStateCache, 60_000, silent, 1); // no push gets in the way
+    hub.start();
+    const N = 3_000;
+    const sockets = Array.from({ length: N }, () => slowSocket(0.02));
+    const sessions = sockets.map((x, i) => hub.add(x.socket, `u${i}`, 0, undefined, `t${i}`)!);
+    const bids = (m: string) => (JSON.parse(m) as { data: { symbol: string; bid: string }[] }).data.map((q) => `${q.symbol} ${q.bid}`);
+    const written = () => sockets.filter((x) => x.received.length > 1).length;
+
+    hub.resync();
+    expect(hub.stats.resyncs).toBe(1);
+    expect(written()).toBeGreaterThan(0); // the first slice runs at once
+    expect(written()).toBeLessThan(N); // and not all of it
+    // A quote in the middle: the sessions not yet written get it in their snapshot.
+    let turns = 0;
+    while (written() < N / 2) {
+      await new Promise((r) => setImmediate(r));
+      turns++;
+    }
+    expect(turns).toBeGreaterThan(0);
+    const before = written();
+    quotes.set('EURUSD', new Decimal('1.10100'), new Decimal('1.10110'), new Date());
+    hub.close(sessions[N - 1]!, 1000, 'bye'); // closed before its turn: nothing
+    for (let i = 0; i < 500 && written() < N - 1; i++) await new Promise((r) => setImmediate(r));
+    expect(written()).toBe(N - 1);
+    expect(sockets.slice(0, before).every((x) => x.received.length === 2 && bids(x.received[1]!)[0] === 'EURUSD 1.10000')).toBe(true);
+    expect(sockets.slice(before, N - 1).every((x) => x.received.length === 2 && bids(x.received[1]!)[0] === 'EURUSD 1.10100')).toBe(true);
+    expect(sockets[N - 1]!.received).toHaveLength(1);
+
+    // A resync asked for during one starts over: every open session ends with one more snapshot than it had.
+    hub.resync();
+    await new Promise((r) => setImmediate(r));
+    const midway = sockets.filter((x) => x.received.length === 3).length;
+    expect(midway).toBeLessThan(N - 1);
+    hub.resync();
+    for (let i = 0; i < 500 && !sockets.slice(0, N - 1).every((x) => x.received.length >= 3); i++) await new Promise((r) => setImmediate(r));
+    await sleep(50);
+    hub.stop();
+    expect(hub.stats.resyncs).toBe(3);
+    const counts = sockets.slice(0, N - 1).map((x) => x.received.length);
+    // The first `midway` sessions got the second resync's snapshot and the third's; the others only the third's.
+    expect(counts.filter((c) => c === 4)).toHaveLength(midway);
+    expect(counts.filter((c) => c === 3)).toHaveLength(N - 1 - midway);
+    expect(hub.stats.pushes).toBe(0);
+  });
 });

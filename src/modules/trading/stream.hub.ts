@@ -65,6 +65,9 @@ export class StreamHub implements AccountEvents {
   private slicing: NodeJS.Immediate | undefined;
   private pushing = false;
   private pushAgain = false;
+  /** The resync in progress: the sessions it writes and how far it got; its next slice. */
+  private resyncing: { sessions: Session[]; next: number } | undefined;
+  private resyncSlice: NodeJS.Immediate | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   /** Messages sent, for tests and metrics. */
   readonly stats = { connected: 0, pushes: 0, events: 0, resyncs: 0 };
@@ -111,9 +114,12 @@ export class StreamHub implements AccountEvents {
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.immediate) clearImmediate(this.immediate);
     if (this.slicing) clearImmediate(this.slicing);
+    if (this.resyncSlice) clearImmediate(this.resyncSlice);
     this.timer = undefined;
     this.immediate = undefined;
     this.slicing = undefined;
+    this.resyncSlice = undefined;
+    this.resyncing = undefined;
     this.pushing = false;
     this.pushAgain = false;
     this.heartbeat = undefined;
@@ -260,26 +266,53 @@ export class StreamHub implements AccountEvents {
    * after a loss: account events (order_closed, margin_call) published meanwhile never
    * reached it, so its sessions are told the current state and their clients re-read
    * their account. Sessions with the same subscription share one serialization.
+   *
+   * Like a push, it writes in slices of about PUSH_SLICE_MS with the event loop's turn
+   * in between, each slice the book of its own moment. A resync asked for during one
+   * starts over with every session then open (those written already get a second
+   * snapshot: they may have missed something since). Sessions opened meanwhile got
+   * their snapshot on connect; a session closed meanwhile is skipped.
    */
   resync(): void {
-    const seq = this.quotes.seq;
-    const now = Date.now();
-    const all = this.quotes.list();
-    const texts = new Map<string, Buffer>();
-    for (const s of this.sessions) {
-      let text = texts.get(s.subKey);
-      if (text === undefined) {
-        const items = s.symbols === undefined ? all : all.filter((q) => s.symbols!.has(q.symbol));
-        text = this.quotesMessage(items);
-        texts.set(s.subKey, text);
-      }
-      s.lastSeq = seq;
-      s.forced.clear();
-      s.lastPushAt = now;
-      this.send(s, text);
-    }
     this.stats.resyncs++;
-    this.log.info({ sessions: this.sessions.size }, 'stream sessions resynchronised');
+    const running = this.resyncing !== undefined;
+    this.resyncing = { sessions: [...this.sessions], next: 0 };
+    if (!running) this.resyncStep(); // else the pending slice goes on with the new list
+  }
+
+  private resyncStep(): void {
+    this.resyncSlice = undefined;
+    const r = this.resyncing;
+    if (r === undefined) return;
+    let more = false;
+    try {
+      const seq = this.quotes.seq;
+      const now = Date.now();
+      const all = this.quotes.list();
+      const texts = new Map<string, Buffer>();
+      const until = performance.now() + PUSH_SLICE_MS;
+      while (r.next < r.sessions.length) {
+        const s = r.sessions[r.next++]!;
+        if (!s.closed) {
+          let text = texts.get(s.subKey);
+          if (text === undefined) {
+            const items = s.symbols === undefined ? all : all.filter((q) => s.symbols!.has(q.symbol));
+            text = this.quotesMessage(items);
+            texts.set(s.subKey, text);
+          }
+          s.lastSeq = seq;
+          s.forced.clear();
+          s.lastPushAt = now;
+          this.send(s, text);
+        }
+        if ((r.next & 63) === 0 && performance.now() >= until) break;
+      }
+      more = r.next < r.sessions.length;
+      if (more) this.resyncSlice = setImmediate(() => this.resyncStep());
+    } finally {
+      if (!more) this.resyncing = undefined; // also when a slice threw: the next resync starts afresh
+    }
+    if (!more) this.log.info({ sessions: r.sessions.length }, 'stream sessions resynchronised');
   }
 
   // --- conflated quote pushes -------------------------------------------------------

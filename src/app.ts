@@ -132,7 +132,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   // The referral program lives inside the deposit's and the close's own transactions.
   const referrals = new ReferralService(database.db, financial, config.referral, reads);
   wallets.onDeposit(referrals.onDeposit, referrals.mayActOnDeposit);
-  // Every user's referrer chain in memory before traffic: no chain read on a first close.
+  // Referrer chains loaded in the background at start: a user's first close reads none.
   app.addHook('onReady', async () => {
     referrals.preload().then((n) => log.debug({ users: n }, 'referrer chains preloaded'), (err: unknown) => log.warn({ err }, 'could not preload referrer chains'));
   });

@@ -160,23 +160,24 @@ describe("the referral hooks' filters", () => {
     const a = await registerUser(t.app);
     const b = await registerUser(t.app, { referralCode: a.user.referralCode });
     const c = await registerUser(t.app, { referralCode: b.user.referralCode });
+    const d = await registerUser(t.app, { referralCode: c.user.referralCode });
     const referrals = t.services.referrals;
-    expect(await referrals.preload(2)).toBeGreaterThanOrEqual(3); // pages of two users
+    expect(await referrals.preload(2)).toBeGreaterThanOrEqual(4); // pages of two users
     const known = await roundTrips(async () => {
       expect(await referrals.mayActOnClose(a.user.id)).toBe(false);
       expect(await referrals.mayActOnClose(b.user.id)).toBe(true);
-      expect(await referrals.mayActOnClose(c.user.id)).toBe(true);
+      expect(await referrals.mayActOnClose(d.user.id)).toBe(true);
       expect(await referrals.mayActOnDeposit(c.user.id, 'live', new Decimal('100.00'))).toBe(true);
       expect(await referrals.mayActOnDeposit(a.user.id, 'live', new Decimal('100.00'))).toBe(false);
     });
     expect(known.count).toBe(0);
-    const d = await registerUser(t.app, { referralCode: c.user.referralCode });
+    const e = await registerUser(t.app, { referralCode: d.user.referralCode });
     const late = await roundTrips(async () => {
-      expect(await referrals.mayActOnClose(d.user.id)).toBe(true);
-      expect(await referrals.mayActOnClose(d.user.id)).toBe(true);
+      expect(await referrals.mayActOnClose(e.user.id)).toBe(true);
+      expect(await referrals.mayActOnClose(e.user.id)).toBe(true);
     });
     expect(late.count).toBe(1); // read once, then kept
-    // The preloaded chain is the whole chain: d's close pays c, b and a.
+    // The preloaded chain is the whole chain: d's close pays c, b and a (levels 1 to 3).
     await deposit(d, '5000.00');
     const admin = await makeAdmin(t);
     await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');

@@ -32,7 +32,7 @@ export class ReferralService {
   /**
    * Referrer chains by user. A user's referrer is set at registration and never
    * changes, so neither does the chain: each process reads it once per user, not once
-   * per close, and `preload` reads every user's at start.
+   * per close, and `preload` reads most of them at start.
    */
   private readonly chains = new Map<string, readonly (string | null)[]>();
 
@@ -101,24 +101,32 @@ export class ReferralService {
   };
 
   /**
-   * Reads every user's chain (up to the cache's size) in pages of `pageSize` by id, so
-   * neither a close nor a deposit of a user who existed at start reads one (the hooks'
-   * `mayAct` filters ask on every close and qualifying deposit). A chain never changes,
-   * so nothing read here goes stale. Returns how many were loaded.
+   * Reads the users' chains in pages of `pageSize` by id, in the background at start, so
+   * that the hooks' `mayAct` filters (asked on every close and qualifying deposit) find
+   * them in memory; a chain not loaded (a user registered since, a preload still running
+   * or failed) is read on first use as before. A chain never changes, so nothing read
+   * here goes stale. Fills at most 80 % of the cache, leaving room for the chains read on
+   * use. Returns how many chains it added.
    */
   async preload(pageSize = 20_000): Promise<number> {
-    let loaded = 0;
+    const limit = Math.floor(CHAIN_CACHE_SIZE * 0.8);
+    let added = 0;
+    let read = 0;
     let after = '0';
-    while (loaded < CHAIN_CACHE_SIZE) {
-      const rows = await referrerChainsAfter(this.db, after, Math.min(pageSize, CHAIN_CACHE_SIZE - loaded));
-      if (rows.length === 0) break;
+    while (read < limit) {
+      const page = Math.min(pageSize, limit - read);
+      const rows = await referrerChainsAfter(this.db, after, page);
       for (const { id, l1, l2, l3 } of rows) {
-        if (!this.chains.has(id)) this.remember(id, l1 === null ? NO_REFERRER : [l1, l2, l3]);
+        if (!this.chains.has(id)) {
+          this.remember(id, l1 === null ? NO_REFERRER : [l1, l2, l3]);
+          added++;
+        }
       }
-      loaded += rows.length;
+      read += rows.length;
+      if (rows.length < page) break;
       after = rows[rows.length - 1]!.id;
     }
-    return loaded;
+    return added;
   }
 
   private async chainOf(trx: Db | Trx, userId: string): Promise<readonly (string | null)[]> {
@@ -130,7 +138,7 @@ export class ReferralService {
   }
 
   private remember(userId: string, chain: readonly (string | null)[]): void {
-    if (this.chains.size >= CHAIN_CACHE_SIZE) this.chains.delete(this.chains.keys().next().value!);
+    if (!this.chains.has(userId) && this.chains.size >= CHAIN_CACHE_SIZE) this.chains.delete(this.chains.keys().next().value!);
     this.chains.set(userId, chain);
   }
 

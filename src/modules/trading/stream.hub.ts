@@ -52,7 +52,7 @@ export interface Session {
 }
 
 const HEARTBEAT_MS = 30_000;
-/** A push writes to sessions for about this long before it lets the event loop run (see push). */
+/** A push (or a resync) writes to sessions for about this long before it lets the event loop run (see push); when both run, each takes a slice per turn. */
 const PUSH_SLICE_MS = 10;
 
 export class StreamHub implements AccountEvents {
@@ -66,7 +66,7 @@ export class StreamHub implements AccountEvents {
   private pushing = false;
   private pushAgain = false;
   /** The resync in progress: the sessions it writes and how far it got; its next slice. */
-  private resyncing: { sessions: Session[]; next: number } | undefined;
+  private resyncing: { sessions: Session[]; next: number; written: number } | undefined;
   private resyncSlice: NodeJS.Immediate | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   /** Messages sent, for tests and metrics. */
@@ -268,16 +268,25 @@ export class StreamHub implements AccountEvents {
    * their account. Sessions with the same subscription share one serialization.
    *
    * Like a push, it writes in slices of about PUSH_SLICE_MS with the event loop's turn
-   * in between, each slice the book of its own moment. A resync asked for during one
-   * starts over with every session then open (those written already get a second
-   * snapshot: they may have missed something since). Sessions opened meanwhile got
-   * their snapshot on connect; a session closed meanwhile is skipped.
+   * in between, each slice the book of its own moment; a session closed meanwhile is
+   * skipped. A resync asked for during one goes on with the sessions not written yet and
+   * then writes again those written already (they may have missed something since), so
+   * every open session gets one snapshot after the latest request, and repeated requests
+   * cannot starve the end of the list.
    */
   resync(): void {
     this.stats.resyncs++;
-    const running = this.resyncing !== undefined;
-    this.resyncing = { sessions: [...this.sessions], next: 0 };
-    if (!running) this.resyncStep(); // else the pending slice goes on with the new list
+    const r = this.resyncing;
+    if (r === undefined) {
+      this.resyncing = { sessions: [...this.sessions], next: 0, written: 0 };
+      this.resyncStep();
+      return;
+    }
+    // The pending slice goes on with the new list.
+    const rest = r.sessions.slice(r.next);
+    const pending = new Set(rest);
+    for (const s of this.sessions) if (!pending.has(s)) rest.push(s);
+    this.resyncing = { sessions: rest, next: 0, written: r.written };
   }
 
   private resyncStep(): void {
@@ -304,6 +313,7 @@ export class StreamHub implements AccountEvents {
           s.forced.clear();
           s.lastPushAt = now;
           this.send(s, text);
+          r.written++;
         }
         if ((r.next & 63) === 0 && performance.now() >= until) break;
       }
@@ -312,7 +322,7 @@ export class StreamHub implements AccountEvents {
     } finally {
       if (!more) this.resyncing = undefined; // also when a slice threw: the next resync starts afresh
     }
-    if (!more) this.log.info({ sessions: r.sessions.length }, 'stream sessions resynchronised');
+    if (!more) this.log.info({ sessions: r.written }, 'stream sessions resynchronised');
   }
 
   // --- conflated quote pushes -------------------------------------------------------

@@ -16,7 +16,9 @@
  *   with Redis it is published right after its commit, before its triggered closes and
  *   its answer, and a forwarded one's reply carries the quote as well.
  * - `market_events`: account events (order_closed, margin_call) for a user; every
- *   process hands them to its own WebSocket sessions of that user.
+ *   process hands them to its own WebSocket sessions of that user. A process publishes
+ *   the events of one turn of its event loop together (a tick's stop-outs are one
+ *   message, split under NOTIFY's limit).
  * - `market_resync`: see below.
  *
  * After the broadcast's connection came back, messages may have been missed: a
@@ -86,7 +88,9 @@ export const MAX_PAYLOAD = 7_500;
 const FORWARD_TIMEOUT_MS = 10_000;
 
 interface QuotesMessage { o: string; t: string; q: [string, string, string][] }
-type EventMessage = { o: string; u: string } & ({ k: 'order_closed'; d: OrderView } | { k: 'margin_call'; d: MarginCallData });
+type AccountEvent = { u: string } & ({ k: 'order_closed'; d: OrderView } | { k: 'margin_call'; d: MarginCallData });
+/** The account events a process published in one turn of its event loop, in order. */
+interface EventsMessage { o: string; e: AccountEvent[] }
 /** `l`: the sender was the active leader when it committed (it told its engine itself). */
 interface OrderMessage { o: string; w: string; id: string; l: boolean }
 interface RequestMessage { o: string; id: string; actorId: string; operationId: string; symbol: string; bid: string; ask: string }
@@ -109,26 +113,34 @@ export interface MarketDeps {
   unlead(): Promise<void>;
 }
 
-/** Splits quote rows into payloads under the limit (NOTIFY's; normally one, and always one without a limit). */
-export function quotePayloads(origin: string, time: Date, rows: { symbol: string; bid: string; ask: string }[], limit = MAX_PAYLOAD): string[] {
+/**
+ * JSON messages `head` + items + `]}` (`head` opens an object whose last member is an
+ * array), each under `limit` bytes when the items allow it (NOTIFY's limit; one message
+ * without a limit), the items in order.
+ */
+export function batchPayloads(head: string, items: string[], limit = MAX_PAYLOAD): string[] {
   const out: string[] = [];
-  const t = time.toISOString();
-  let batch: [string, string, string][] = [];
+  const base = Buffer.byteLength(head) + 2;
+  let batch: string[] = [];
   let size = 0;
-  const base = JSON.stringify({ o: origin, t, q: [] }).length;
-  for (const r of rows) {
-    const item: [string, string, string] = [r.symbol, r.bid, r.ask];
-    const len = JSON.stringify(item).length + 1;
+  for (const item of items) {
+    const len = Buffer.byteLength(item) + 1;
     if (batch.length > 0 && base + size + len > limit) {
-      out.push(JSON.stringify({ o: origin, t, q: batch } satisfies QuotesMessage));
+      out.push(`${head}${batch.join(',')}]}`);
       batch = [];
       size = 0;
     }
     batch.push(item);
     size += len;
   }
-  if (batch.length > 0) out.push(JSON.stringify({ o: origin, t, q: batch } satisfies QuotesMessage));
+  if (batch.length > 0) out.push(`${head}${batch.join(',')}]}`);
   return out;
+}
+
+/** Quote rows as QuotesMessages under the limit (normally one). */
+export function quotePayloads(origin: string, time: Date, rows: { symbol: string; bid: string; ask: string }[], limit = MAX_PAYLOAD): string[] {
+  const head = `{"o":${JSON.stringify(origin)},"t":${JSON.stringify(time.toISOString())},"q":[`;
+  return batchPayloads(head, rows.map((r) => JSON.stringify([r.symbol, r.bid, r.ask])), limit);
 }
 
 export class Market implements AccountEvents {
@@ -143,6 +155,9 @@ export class Market implements AccountEvents {
   private nextRequest = 0;
   /** A publish on the broadcast failed: the others are asked to resynchronise once it is back. */
   private publishFailed = false;
+  /** Account events of this turn (JSON), published together at its end (`flushEvents`). */
+  private events: string[] = [];
+  private eventsFlush: NodeJS.Immediate | undefined;
 
   constructor(private readonly d: MarketDeps) {
     const shared = d.hub !== undefined && d.connectionString !== undefined;
@@ -204,6 +219,7 @@ export class Market implements AccountEvents {
   }
 
   async stop(): Promise<void> {
+    this.flushEvents();
     for (const [id, w] of this.waiting) {
       clearTimeout(w.timer);
       w.resolve({ to: this.origin, id, ok: false, code: 'SERVICE_UNAVAILABLE', message: 'The server is shutting down' });
@@ -231,15 +247,34 @@ export class Market implements AccountEvents {
   }
 
   // AccountEvents: the engine's events (and a follower's own closes) go to this
-  // process's sessions now, and to every other process's through the broadcast.
+  // process's sessions now, and to every other process's through the broadcast, all of a
+  // turn's events in one message (split under NOTIFY's limit): a tick's stop-outs, or the
+  // closes whose commits arrived together, cost one publish, not one each.
   orderClosed(userId: string, order: OrderView): void {
     this.d.streams.orderClosed(userId, order);
-    this.publishLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'order_closed', d: order } satisfies EventMessage));
+    this.publishEvent({ u: userId, k: 'order_closed', d: order });
   }
 
   marginCall(userId: string, data: MarginCallData): void {
     this.d.streams.marginCall(userId, data);
-    this.publishLater(CHANNELS.events, JSON.stringify({ o: this.origin, u: userId, k: 'margin_call', d: data } satisfies EventMessage));
+    this.publishEvent({ u: userId, k: 'margin_call', d: data });
+  }
+
+  private publishEvent(event: AccountEvent): void {
+    if (!this.broadcast) return;
+    this.events.push(JSON.stringify(event));
+    this.eventsFlush ??= setImmediate(() => this.flushEvents());
+  }
+
+  /** Publishes the events of this turn, in order (one connection each way keeps them so). */
+  private flushEvents(): void {
+    if (this.eventsFlush) clearImmediate(this.eventsFlush);
+    this.eventsFlush = undefined;
+    const items = this.events;
+    this.events = [];
+    if (!this.broadcast || items.length === 0) return;
+    const limit = this.broadcast.kind === 'notify' ? MAX_PAYLOAD : Infinity;
+    for (const p of batchPayloads(`{"o":${JSON.stringify(this.origin)},"e":[`, items, limit)) this.publishLater(CHANNELS.events, p);
   }
 
   /**
@@ -357,10 +392,12 @@ export class Market implements AccountEvents {
       this.d.streams.quotesChanged();
     });
     broadcast.on(CHANNELS.events, (p) => {
-      const m = parse<EventMessage>(CHANNELS.events, p);
-      if (!m || m.o === this.origin) return;
-      if (m.k === 'order_closed') this.d.streams.orderClosed(m.u, m.d);
-      else if (m.k === 'margin_call') this.d.streams.marginCall(m.u, m.d);
+      const m = parse<EventsMessage>(CHANNELS.events, p);
+      if (!m || m.o === this.origin || !Array.isArray(m.e)) return;
+      for (const e of m.e) {
+        if (e.k === 'order_closed') this.d.streams.orderClosed(e.u, e.d);
+        else if (e.k === 'margin_call') this.d.streams.marginCall(e.u, e.d);
+      }
     });
     hub.on(CHANNELS.orders, (p) => {
       const m = parse<OrderMessage>(CHANNELS.orders, p);

@@ -28,6 +28,13 @@ export async function referrerChainsAfter(db: Db, after: string, limit: number):
   return rows;
 }
 
+/** Up to `limit` referees whose signup bonus was paid, with ids above `after`, by id (for a preload). */
+export async function paidRefereesAfter(db: Db, after: string, limit: number): Promise<string[]> {
+  const { rows } = await sql<{ refereeId: string }>`
+    SELECT referee_id FROM referral_bonuses WHERE referee_id > ${after} ORDER BY referee_id LIMIT ${limit}`.execute(db);
+  return rows.map((r) => r.refereeId);
+}
+
 /** Claims the referee's one signup bonus; false when it was already paid (or is being paid). */
 export async function claimSignupBonus(trx: Trx, b: { refereeId: string; referrerId: string; referrerAmount: string; refereeAmount: string; depositPostingId: string; operationId: string }): Promise<boolean> {
   const { rows } = await sql`

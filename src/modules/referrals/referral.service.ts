@@ -14,7 +14,7 @@ import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletChangeRow } from '../wallets/ledger.repository.js';
 import type { DepositEvent } from '../wallets/wallet.service.js';
 import type { OrderClosedEvent } from '../trading/index.js';
-import { claimSignupBonus, insertCommission, listCommissions, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
+import { claimSignupBonus, insertCommission, listCommissions, paidRefereesAfter, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
 
 export interface ReferralSettings {
   qualifyingDeposit: string;
@@ -28,6 +28,19 @@ const CHAIN_CACHE_SIZE = 200_000;
 /** The chain of a user nobody referred, shared by all of them. */
 const NO_REFERRER: readonly (string | null)[] = Object.freeze([null, null, null]);
 
+/** Reads rows by id in pages of `pageSize` (`read(after, n)`) until a short page or `limit` rows. */
+async function readPaged<T>(limit: number, pageSize: number, read: (after: string, n: number) => Promise<T[]>, idOf: (row: T) => string, each: (row: T) => void): Promise<void> {
+  let after = '0';
+  for (let done = 0; done < limit;) {
+    const n = Math.min(pageSize, limit - done);
+    const rows = await read(after, n);
+    rows.forEach(each);
+    done += rows.length;
+    if (rows.length < n) return;
+    after = idOf(rows[rows.length - 1]!);
+  }
+}
+
 export class ReferralService {
   /**
    * Referrer chains by user. A user's referrer is set at registration and never
@@ -35,6 +48,13 @@ export class ReferralService {
    * per close, and `preload` reads most of them at start.
    */
   private readonly chains = new Map<string, readonly (string | null)[]>();
+  /**
+   * Referees whose signup bonus is known to be paid (committed: read at start, or met by
+   * a later claim). A bonus is never taken back, so their qualifying deposits need no
+   * hook and take the one-call path. The deposit that pays it is not added (its
+   * transaction may still roll back): the next qualifying deposit finds the bonus paid.
+   */
+  private readonly bonusPaid = new Set<string>();
 
   constructor(
     private readonly db: Db,
@@ -56,7 +76,11 @@ export class ReferralService {
       refereeId: e.userId, referrerId, referrerAmount: this.settings.bonusReferrer, refereeAmount: this.settings.bonusReferee,
       depositPostingId: e.postingId, operationId: e.operationId,
     });
-    if (!claimed) return;
+    if (!claimed) {
+      // ON CONFLICT waited for the row's transaction: the bonus it found is committed.
+      this.rememberBonusPaid(e.userId);
+      return;
+    }
     const context = { trx, operationId: e.operationId, log: e.log };
     if (new Decimal(this.settings.bonusReferrer).gt(0)) {
       await this.financial.updateWalletBalance(referrerId, this.settings.bonusReferrer, 'live', 'referral_bonus', { refereeId: e.userId, role: 'referrer' }, context);
@@ -85,11 +109,11 @@ export class ReferralService {
 
   /**
    * Whether onDeposit may pay anything for this deposit: a live one of at least the
-   * qualifying amount by a referred user. Other deposits skip the hook (and take the
-   * one-round-trip path).
+   * qualifying amount by a referred user whose bonus is not known to be paid. Other
+   * deposits skip the hook (and take the one-round-trip path).
    */
   mayActOnDeposit = async (userId: string, walletType: WalletType, amount: Decimal): Promise<boolean> => {
-    if (walletType !== 'live' || amount.lt(this.settings.qualifyingDeposit)) return false;
+    if (walletType !== 'live' || amount.lt(this.settings.qualifyingDeposit) || this.bonusPaid.has(userId)) return false;
     const [referrerId] = await this.chainOf(this.db, userId);
     return Boolean(referrerId);
   };
@@ -101,32 +125,28 @@ export class ReferralService {
   };
 
   /**
-   * Reads the users' chains in pages of `pageSize` by id, in the background at start, so
-   * that the hooks' `mayAct` filters (asked on every close and qualifying deposit) find
-   * them in memory; a chain not loaded (a user registered since, a preload still running
-   * or failed) is read on first use as before. A chain never changes, so nothing read
-   * here goes stale. Fills at most 80 % of the cache, leaving room for the chains read on
-   * use. Returns how many chains it added.
+   * Reads the users' chains, and the referees whose bonus was paid, in pages of
+   * `pageSize` by id, in the background at start, so that the hooks' `mayAct` filters
+   * (asked on every close and qualifying deposit) find them in memory; a chain not
+   * loaded (a user registered since, a preload still running or failed) is read on first
+   * use as before. Neither a chain nor a paid bonus ever changes, so nothing read here
+   * goes stale. Fills at most 80 % of the cache, leaving room for the chains read on use.
+   * Returns how many chains it added.
    */
   async preload(pageSize = 20_000): Promise<number> {
     const limit = Math.floor(CHAIN_CACHE_SIZE * 0.8);
     let added = 0;
-    let read = 0;
-    let after = '0';
-    while (read < limit) {
-      const page = Math.min(pageSize, limit - read);
-      const rows = await referrerChainsAfter(this.db, after, page);
-      for (const { id, l1, l2, l3 } of rows) {
-        if (!this.chains.has(id)) {
-          this.remember(id, l1 === null ? NO_REFERRER : [l1, l2, l3]);
-          added++;
-        }
-      }
-      read += rows.length;
-      if (rows.length < page) break;
-      after = rows[rows.length - 1]!.id;
-    }
+    await readPaged(limit, pageSize, (after, n) => referrerChainsAfter(this.db, after, n), (r) => r.id, ({ id, l1, l2, l3 }) => {
+      if (this.chains.has(id)) return;
+      this.remember(id, l1 === null ? NO_REFERRER : [l1, l2, l3]);
+      added++;
+    });
+    await readPaged(limit, pageSize, (after, n) => paidRefereesAfter(this.db, after, n), (id) => id, (id) => this.rememberBonusPaid(id));
     return added;
+  }
+
+  private rememberBonusPaid(userId: string): void {
+    if (this.bonusPaid.size < CHAIN_CACHE_SIZE) this.bonusPaid.add(userId);
   }
 
   private async chainOf(trx: Db | Trx, userId: string): Promise<readonly (string | null)[]> {

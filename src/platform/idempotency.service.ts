@@ -240,14 +240,15 @@ export class IdempotencyService {
    * inserted, request_hash, response_status, response_body); when the call took the key,
    * response_status and response_body are what it stored. A replay, a key in progress and
    * a reused key are judged as in `execute` (nothing was changed). Returns the outcome
-   * and the row, for the caller's log line.
+   * and the row, for the caller's log line, and the results of statements sent after the
+   * call in the same round trip (`rest`), which must change nothing unless it did.
    */
-  async executeCall<R extends object>(k: IdempotencyKey, call: string | (() => string), options: TransactionOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R }> {
-    const [result] = await this.tx.executeBatchWithRetry(call, options);
+  async executeCall<R extends object>(k: IdempotencyKey, call: string | (() => string), options: TransactionOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R; rest: pg.QueryResult[] }> {
+    const [result, ...rest] = await this.tx.executeBatchWithRetry(call, options);
     const row = result!.rows[0] as R & ClaimRow;
     const existing = this.judgeClaim(row, k);
-    if (existing.isExisting) return { outcome: { ...existing.record!, replayed: true }, row };
-    return { outcome: { status: row.response_status!, body: row.response_body!, replayed: false }, row };
+    if (existing.isExisting) return { outcome: { ...existing.record!, replayed: true }, row, rest };
+    return { outcome: { status: row.response_status!, body: row.response_body!, replayed: false }, row, rest };
   }
 
   /** Deletes expired keys in batches; returns how many went. */

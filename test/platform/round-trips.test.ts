@@ -3,7 +3,6 @@
  * change that adds a query to a deposit or a withdrawal fails here, not only in the
  * benchmark. And the error path of statements that travel with the idempotency claim.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -19,35 +18,12 @@ import { literal } from '../../src/platform/db/inline.js';
 import { Decimal } from '../../src/platform/money.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { makeAdmin, place, setQuote } from '../trading/helpers.js';
+import { roundTrips } from '../helpers/round-trips.js';
 
 let t: TestApp;
 beforeAll(async () => { t = await startTestApp(); });
 afterAll(async () => { await t.close(); });
 afterEach(() => { vi.restoreAllMocks(); });
-
-/**
- * Runs `fn` and returns the queries sent to PostgreSQL on its behalf through the pool:
- * those issued in its async context, not the background work (risk engine, jobs) of
- * the same process, nor the cross-process notices published after commit.
- */
-async function roundTrips(fn: () => Promise<unknown>): Promise<{ count: number; texts: string[] }> {
-  const texts: string[] = [];
-  const mine = new AsyncLocalStorage<true>();
-  const original = pg.Client.prototype.query;
-  vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...args: unknown[]) {
-    const q = args[0];
-    // The listener connection's publishes (after commit, off the pool) are not the operation's.
-    const app = (this as unknown as { connectionParameters?: { application_name?: string } }).connectionParameters?.application_name;
-    if (mine.getStore() && app !== 'trading-backend-listener') texts.push(typeof q === 'string' ? q : (q as { text?: string }).text ?? '?');
-    return (original as (...a: unknown[]) => unknown).apply(this, args);
-  } as never);
-  try {
-    await mine.run(true, fn);
-  } finally {
-    vi.restoreAllMocks();
-  }
-  return { count: texts.length, texts };
-}
 
 describe('round trips per money operation', () => {
   it('a deposit, a withdrawal, a transfer and a stored rejection are one round trip each (BEGIN, one call, COMMIT)', async () => {

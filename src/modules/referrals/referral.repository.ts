@@ -45,16 +45,6 @@ export async function claimSignupBonus(trx: Trx, b: { refereeId: string; referre
   return rows.length === 1;
 }
 
-/**
- * Records a commission already posted. No ON CONFLICT: a second commission for the
- * same order and level is a unique violation that rolls the whole close back.
- */
-export async function insertCommission(trx: Trx, c: { orderId: string; level: number; referrerId: string; refereeId: string; amount: string; postingId: string; operationId: string }): Promise<void> {
-  await sql`
-    INSERT INTO referral_commissions (order_id, level, referrer_id, referee_id, amount, posting_id, operation_id)
-    VALUES (${c.orderId}, ${c.level}, ${c.referrerId}, ${c.refereeId}, ${c.amount}, ${c.postingId}, ${c.operationId})`.execute(trx);
-}
-
 export async function referralStats(db: Db, userId: string) {
   const { rows } = await sql<{
     referralCode: string; level1: string; level2: string; level3: string;

@@ -1,6 +1,7 @@
 /**
  * The referral program (API.md, Referrals). It runs only inside the deposit's and the
- * close's own transactions (the wallets' onDeposit and trading's onOrderClosed hooks),
+ * close's own transactions (the wallets' onDeposit and trading's onOrderClosed hooks;
+ * a user's close sends the commissions' statement in its own round trip, `closeCall`),
  * so a bonus or commission commits or rolls back with its cause, and the unique keys
  * of referral_bonuses (referee) and referral_commissions (order, level) make each
  * happen at most once.
@@ -9,12 +10,15 @@ import type { Db, Trx } from '../../platform/db/database.js';
 import type { WalletType } from '../../platform/db/schema.js';
 import { ReadRouter } from '../../platform/db/read-router.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
-import { Decimal, formatMoney, roundCents } from '../../platform/money.js';
+import { Decimal, formatMoney } from '../../platform/money.js';
+import { preparedSql } from '../../platform/db/inline.js';
+import { queryBatch } from '../../platform/transaction.service.js';
+import { sql } from 'kysely';
 import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletChangeRow } from '../wallets/ledger.repository.js';
 import type { DepositEvent } from '../wallets/wallet.service.js';
-import type { OrderClosedEvent } from '../trading/index.js';
-import { claimSignupBonus, insertCommission, listCommissions, paidRefereesAfter, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
+import type { CloseHookCall, OrderClosedEvent } from '../trading/index.js';
+import { claimSignupBonus, listCommissions, paidRefereesAfter, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
 
 export interface ReferralSettings {
   qualifyingDeposit: string;
@@ -25,6 +29,9 @@ export interface ReferralSettings {
 
 /** Chains kept in memory at most (the oldest entry goes first). */
 const CHAIN_CACHE_SIZE = 200_000;
+/** A row of referral_commissions_pay (node-postgres, snake_case). */
+interface CommissionRow { level: number; referrer_id: string; amount: string; old_balance: string; new_balance: string; posting_id: string }
+
 /** The chain of a user nobody referred, shared by all of them. */
 const NO_REFERRER: readonly (string | null)[] = Object.freeze([null, null, null]);
 
@@ -90,21 +97,42 @@ export class ReferralService {
     }
   };
 
-  /** Commission to each referrer up to level 3 on every live close, `volume × rate`. */
-  onOrderClosed = async (trx: Trx, e: OrderClosedEvent): Promise<void> => {
+  /**
+   * Commission to each referrer up to level 3 on every live close, `volume × rate`: the
+   * risk engine's closes (stop-loss, take-profit, stop-out) call it in their transaction.
+   * A user's close pays them in its own round trip (`closeCall`). Both run
+   * `referral_commissions_pay` (migration 0010).
+   */
+  onOrderClosed = async (_trx: Trx, e: OrderClosedEvent): Promise<void> => {
     if (e.walletType !== 'live') return;
-    const chain = await this.chainOf(trx, e.userId);
-    for (let i = 0; i < 3; i++) {
-      const referrerId = chain[i];
-      if (!referrerId) break;
-      const amount = roundCents(new Decimal(e.volume).times(this.settings.rates[i]!));
-      if (amount.lte(0)) continue;
-      const level = i + 1;
-      const row = await this.financial.updateWalletBalance(referrerId, amount, 'live', 'referral_commission', { level, refereeId: e.userId, orderId: e.orderId }, {
-        trx, operationId: e.operationId, log: e.log, orderId: e.orderId,
-      });
-      await insertCommission(trx, { orderId: e.orderId, level, referrerId, refereeId: e.userId, amount: amount.toFixed(2), postingId: row.postingId!, operationId: e.operationId });
-    }
+    const call = await this.closeCall(e.userId);
+    if (!call) return;
+    const [result] = await queryBatch([call.statement(e.orderId, e.operationId)]);
+    call.finish(result!.rows, { orderId: e.orderId, operationId: e.operationId, log: e.log });
+  };
+
+  /**
+   * The commissions of a close of this user's as one statement to send in the close's
+   * transaction (undefined: nobody referred the user): it pays only if that operation
+   * closed a live order, so it may travel with a close that replays or is rejected.
+   * `finish` writes the `logger.financial` line of each commission paid.
+   */
+  closeCall = async (userId: string): Promise<CloseHookCall | undefined> => {
+    const chain = await this.chainOf(this.db, userId);
+    const levels: [string, string][] = [];
+    for (let i = 0; i < 3 && chain[i]; i++) levels.push([chain[i]!, this.settings.rates[i]!]);
+    if (levels.length === 0) return undefined;
+    const json = JSON.stringify(levels);
+    return {
+      statement: (orderId, operationId) => preparedSql(sql`SELECT * FROM referral_commissions_pay(${orderId}::bigint, ${operationId}::text, ${json}::jsonb)`),
+      finish: (rows, { orderId, operationId, log }) => {
+        for (const r of rows as CommissionRow[]) {
+          this.financial.logWalletCredit('referral_commission', String(r.referrer_id), 'live', new Decimal(String(r.amount)).toFixed(),
+            { oldBalance: String(r.old_balance), balance: String(r.new_balance), postingId: String(r.posting_id) },
+            { level: Number(r.level), refereeId: userId, orderId }, { operationId, log, orderId });
+        }
+      },
+    };
   };
 
   /**

@@ -95,6 +95,20 @@ export type OrderClosedHook = (trx: Trx, event: OrderClosedEvent) => Promise<voi
 /** Whether a close hook may act on a close of this user's (false: it certainly does nothing). */
 export type OrderClosedHookFilter = (userId: string) => Promise<boolean>;
 
+/**
+ * A close hook's work as one statement that travels in a user's close call (after
+ * `order_close`, in the same round trip); it must change nothing unless the operation
+ * closed the order (the call may replay or store a rejection). `finish` takes its rows
+ * after the commit.
+ */
+export interface CloseHookCall {
+  statement(orderId: string, operationId: string): string;
+  finish(rows: unknown[], context: { orderId: string; operationId: string; log: AppLogger }): void;
+}
+
+/** The statement form of a close hook for this user's closes (undefined: the hook has none for them, or nothing to do). */
+export type OrderClosedHookCall = (userId: string) => Promise<CloseHookCall | undefined>;
+
 /** The row of order_close after the claim's columns (node-postgres, snake_case); closed_order null when nothing changed. */
 interface CloseCallRow {
   closed_order: string | null;
@@ -226,7 +240,7 @@ function unrealized(o: Pick<OpenOrderRow, 'side' | 'openPrice' | 'volume' | 'con
 }
 
 export class OrderService {
-  private readonly closeHooks: { hook: OrderClosedHook; mayAct: OrderClosedHookFilter }[] = [];
+  private readonly closeHooks: { hook: OrderClosedHook; mayAct: OrderClosedHookFilter; inCall: OrderClosedHookCall | undefined }[] = [];
   observer: TradingObserver | undefined;
   /**
    * Runs last inside the transaction of a user's open, close and modify: the market
@@ -258,8 +272,8 @@ export class OrderService {
   }
 
   /** Registers a hook run inside every close's transaction (user, stop-loss, take-profit, stop-out). */
-  onOrderClosed(hook: OrderClosedHook, mayAct: OrderClosedHookFilter = async () => true): void {
-    this.closeHooks.push({ hook, mayAct });
+  onOrderClosed(hook: OrderClosedHook, mayAct: OrderClosedHookFilter = async () => true, inCall?: OrderClosedHookCall): void {
+    this.closeHooks.push({ hook, mayAct, inCall });
   }
 
   private quoteOf = (symbol: string): PriceQuote | undefined => this.quotes.get(symbol);
@@ -391,19 +405,28 @@ export class OrderService {
   }
 
   /**
-   * A user's close. One call (`order_close`, migration 0009) when no close hook may act
-   * on it: claim, the order's lock, the close price from the current quotes, the
-   * settlement, the leader's notice and the stored response in one round trip. A referred
-   * user's close (referral commissions) takes the statement path (closeOrderInStatements).
+   * A user's close. One call (`order_close`, migration 0009): claim, the order's lock, the
+   * close price from the current quotes, the settlement, the leader's notice and the
+   * stored response in one round trip, with the statements of the close hooks that may
+   * act on it (a referred user's commissions: `referral_commissions_pay`, migration 0010)
+   * after it in the same round trip. A hook with no statement form for this user sends
+   * the close down the statement path (closeOrderInStatements).
    */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
-    let hooks = !ORDER_ID.test(orderId);
-    for (const h of this.closeHooks) hooks ||= await h.mayAct(ctx.userId);
-    if (hooks) return this.closeOrderInStatements(key, ctx, orderId);
-    const statement = () => preparedSql(sql`
+    let statements = ORDER_ID.test(orderId);
+    const calls: CloseHookCall[] = [];
+    for (const h of this.closeHooks) {
+      if (!statements || !(await h.mayAct(ctx.userId))) continue;
+      const call = await h.inCall?.(ctx.userId);
+      if (call) calls.push(call);
+      else statements = false;
+    }
+    if (!statements) return this.closeOrderInStatements(key, ctx, orderId);
+    const statement = () => [preparedSql(sql`
       SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
-        ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`);
-    const { outcome, row } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log });
+        ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`),
+    ...calls.map((c) => c.statement(orderId, ctx.operationId))].join('; ');
+    const { outcome, row, rest } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log });
     if (!outcome.replayed && row.closed_order !== null && row.settlement !== null) {
       const order = camelRow<OrderRow>(parseRowJson(row.closed_order));
       order.openedAt = new Date(order.openedAt as unknown as string);
@@ -413,7 +436,9 @@ export class OrderService {
       const settlement = camelRow<Settlement>(parseRowJson(row.settlement));
       settlement.updatedAt = new Date(settlement.updatedAt as unknown as string);
       settlement.postingCreatedAt = settlement.postingCreatedAt === null ? null : new Date(settlement.postingCreatedAt as unknown as string);
-      logClosed(this.settled(order, settlement, ctx.operationId, ctx.log));
+      const event = this.settled(order, settlement, ctx.operationId, ctx.log);
+      calls.forEach((c, i) => c.finish(rest[i]?.rows ?? [], { orderId: order.id, operationId: ctx.operationId, log: ctx.log }));
+      logClosed(event);
       this.observer?.orderClosed({ order, wallet: settlement, valuation: { unrealizedPnl: new Decimal(String(row.unrealized_pnl)), openOrders: Number(row.open_orders) } });
     }
     return this.noted(ctx.userId, outcome);

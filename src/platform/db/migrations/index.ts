@@ -7,6 +7,7 @@ import * as m0006 from './0006_lighter_writes.js';
 import * as m0007 from './0007_one_round_trip_money.js';
 import * as m0008 from './0008_one_round_trip_order_open.js';
 import * as m0009 from './0009_order_settlement.js';
+import * as m0010 from './0010_referral_commissions_call.js';
 
 /** Every migration, in order. Listed explicitly so the compiled build and the tests see the same set. */
 export const migrations: Record<string, Migration> = {
@@ -18,4 +19,5 @@ export const migrations: Record<string, Migration> = {
   '0007_one_round_trip_money': m0007,
   '0008_one_round_trip_order_open': m0008,
   '0009_order_settlement': m0009,
+  '0010_referral_commissions_call': m0010,
 };

@@ -154,3 +154,18 @@ describe('admission control', () => {
     }
   });
 });
+
+describe('a connection lost while checked out', () => {
+  it('is no uncaught exception: its next query fails, the pool discards it, the next transaction gets a new one', async () => {
+    const tx = new TransactionService(database, settings, log);
+    const client = await database.pool.connect();
+    const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    // The server ends the session while nobody waits on a query of it (a restart, a failover).
+    await sql`SELECT pg_terminate_backend(${pid}::int)`.execute(database.db);
+    await new Promise((r) => setTimeout(r, 200));
+    const err = await client.query('SELECT 1').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    client.release(err as Error);
+    expect(await tx.executeWithRetry(async (trx) => (await sql<{ n: number }>`SELECT 1 AS n`.execute(trx)).rows[0]!.n)).toBe(1);
+  });
+});

@@ -35,6 +35,13 @@ export function createDatabase(connectionString: string, pool: PoolSettings, app
   // An idle client losing its connection (database restart) must not crash the process;
   // the pool drops it and the next query opens a new one.
   pgPool.on('error', () => undefined);
+  // Nor a checked-out one between two queries (a transaction's client while the operation
+  // computes, a job's): pg-pool listens only to idle clients, and a client's 'error' with
+  // no listener is an uncaught exception. Its next query fails instead, and whoever holds
+  // it releases it with that error (the pool then discards it).
+  pgPool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: pgPool }), plugins: [new CamelCasePlugin()] });
   return {
     db,

@@ -23,7 +23,7 @@
  *     the end and on Ctrl-C.
  *
  * Flags: --users N --sessions N --duration S --workers N --pairs N --rates a,b,c
- *        --pool N --connections N --orders N --warmup S --profile-seconds S
+ *        --pool N --connections N --orders N --referred PERCENT --warmup S --profile-seconds S
  *        --mix deposit=4,withdraw=2,transfer=2,order_open=1,order_close=1
  *        --server-env K=V (repeatable) --pg K=V (repeatable) --tsx --keep-data
  *        --no-profile --no-sweep --no-sessions --session-concurrency N --cpu-prof
@@ -60,6 +60,7 @@ const { values: argv } = parseArgs({
     pool: { type: 'string', default: '50' },
     connections: { type: 'string' },
     orders: { type: 'string' },
+    referred: { type: 'string', default: '0' },
     warmup: { type: 'string', default: '5' },
     'profile-seconds': { type: 'string' },
     mix: { type: 'string', default: 'deposit=4,withdraw=2,transfer=2,order_open=1,order_close=1' },
@@ -124,6 +125,11 @@ const POOL = int('pool', argv.pool, 1);
 const WARMUP = int('warmup', argv.warmup);
 const PROFILE_S = int('profile-seconds', argv['profile-seconds'] ?? String(Math.max(3, Math.min(10, Math.round(DURATION / 2)))), 1);
 const ORDERS = int('orders', argv.orders ?? String(Math.ceil(USERS / 2)));
+const REFERRED = int('referred', argv.referred);
+if (REFERRED > 100) {
+  process.stderr.write(`--referred is a percentage, 0..100 (got ${REFERRED})\n`);
+  process.exit(2);
+}
 const SESSION_CONCURRENCY = int('session-concurrency', argv['session-concurrency'], 1);
 const PER_PROCESS = Math.min(14_000, int('sessions-per-process', argv['sessions-per-process'], 100));
 const MONEY_MIX = weights(argv.mix!);
@@ -356,9 +362,9 @@ async function main() {
   result.machine.postgres = await withClient(pgh.adminUrl, async (c) => String((await c.query('SHOW server_version')).rows[0].server_version));
   log(`PostgreSQL ${result.machine.postgres} on 127.0.0.1:${pgh.port}, data in ${workDir}`);
 
-  const seeded = await timed('seed', () => seed(pgh.tradingUrl, { users: USERS, liveBalance: '1000000.00', demoBalance: '10000.00', orders: ORDERS }));
-  result.seed = { users: seeded.users.length, orders: seeded.orders, postings: seeded.postings, seconds: seeded.seconds, hasOrdersTable: seeded.hasOrders };
-  log(`seeded ${seeded.users.length} users, ${seeded.users.length * 2} wallets, ${seeded.postings} postings, ${seeded.orders} open orders in ${seeded.seconds.toFixed(1)} s`);
+  const seeded = await timed('seed', () => seed(pgh.tradingUrl, { users: USERS, liveBalance: '1000000.00', demoBalance: '10000.00', orders: ORDERS, referredPercent: REFERRED }));
+  result.seed = { users: seeded.users.length, orders: seeded.orders, referred: seeded.referred, postings: seeded.postings, seconds: seeded.seconds, hasOrdersTable: seeded.hasOrders };
+  log(`seeded ${seeded.users.length} users, ${seeded.users.length * 2} wallets, ${seeded.postings} postings, ${seeded.orders} open orders, ${seeded.referred} referred users in ${seeded.seconds.toFixed(1)} s`);
 
   // tokens
   const jwtSecret = randomBytes(48).toString('base64url');

@@ -82,6 +82,11 @@ export interface SeedOptions {
   demoBalance: string;
   /** Open orders to create (one per user on the live wallet, on the first `orders` users with an even index). */
   orders: number;
+  /**
+   * Percentage of users with a referrer (0: none): user i (from 1) is referred by user
+   * i / 2 when i % 100 < the percentage, so referral chains reach three levels.
+   */
+  referredPercent?: number;
 }
 
 export interface SeedResult {
@@ -89,6 +94,7 @@ export interface SeedResult {
   seconds: number;
   hasOrders: boolean;
   orders: number;
+  referred: number;
   postings: number;
 }
 
@@ -118,6 +124,17 @@ export async function seed(url: string, o: SeedOptions): Promise<SeedResult> {
        ORDER BY i`,
       [passwordHash, o.users, ACCOUNT_PREFIX],
     );
+    let referred = 0;
+    if ((o.referredPercent ?? 0) > 0) {
+      const r = await c.query(
+        `WITH b AS (SELECT id, row_number() OVER (ORDER BY id) AS i FROM users WHERE email LIKE 'bench%@bench.local')
+         UPDATE users u SET referrer_id = r.id
+         FROM b JOIN b r ON r.i = b.i / 2
+         WHERE u.id = b.id AND b.i > 1 AND b.i % 100 < $1`,
+        [o.referredPercent],
+      );
+      referred = r.rowCount ?? 0;
+    }
     await c.query(
       `INSERT INTO wallets (user_id, type, balance)
        SELECT u.id, t.type, CASE t.type WHEN 'live' THEN $1::numeric ELSE $2::numeric END
@@ -169,6 +186,7 @@ export async function seed(url: string, o: SeedOptions): Promise<SeedResult> {
       seconds: (Date.now() - t0) / 1000,
       hasOrders,
       orders,
+      referred,
       postings: posted.rowCount ?? 0,
     };
   });
@@ -216,7 +234,9 @@ export async function topStatements(url: string, limit = 25): Promise<{ statemen
     const top = all.filter((x) => x.toplevel);
     const totalCalls = top.reduce((s, x) => s + x.calls, 0);
     const nestedCalls = all.filter((x) => !x.toplevel).reduce((s, x) => s + x.calls, 0);
-    const claims = top.filter((x) => /pg_try_advisory_xact_lock/.test(x.query) && /idempotency_keys/.test(x.query)).reduce((s, x) => s + x.calls, 0);
+    // The statement path's claim statement, and the one-call operations, which claim inside.
+    const claims = top.filter((x) => (/pg_try_advisory_xact_lock/.test(x.query) && /idempotency_keys/.test(x.query))
+      || /FROM (wallet_deposit|wallet_withdraw|wallet_transfer|order_open|order_close)\(/.test(x.query)).reduce((s, x) => s + x.calls, 0);
     const commits = Number((await c.query(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)).rows[0].xact_commit);
     return { statements: top.slice(0, limit), totalCalls, nestedCalls, claims, commits };
   });
@@ -297,6 +317,19 @@ export async function sqlInvariants(url: string, hasOrders: boolean, seedTotals:
     add('no wallet key applied twice (one ledger entry per completed key)', keyed.many === 0 && keyed.none === 0,
       `${keyed.keys} completed keys: ${keyed.one} with one entry, ${keyed.many} with more, ${keyed.none} with none`);
     add('no wallet entry without a completed key', stray === 0, `${stray} operations without a key`);
+    // Referral commissions (migration 0010): every live order a referred user closed paid level 1, and only closed orders paid.
+    const commissions = (await c.query(
+      `SELECT
+         (SELECT count(*)::int FROM orders o JOIN users u ON u.id = o.user_id
+          WHERE o.status = 'closed' AND o.wallet_type = 'live' AND u.referrer_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM referral_commissions c WHERE c.order_id = o.id AND c.level = 1)) AS unpaid,
+         (SELECT count(*)::int FROM referral_commissions c JOIN orders o ON o.id = c.order_id
+          WHERE o.status <> 'closed' OR o.wallet_type <> 'live') AS wrong,
+         (SELECT count(*)::int FROM referral_commissions) AS paid`).catch(() => ({ rows: [undefined] }))).rows[0] as { unpaid: number; wrong: number; paid: number } | undefined;
+    if (commissions) {
+      add('every live close of a referred user paid its commissions, and nothing else did', commissions.unpaid === 0 && commissions.wrong === 0,
+        `${commissions.paid} commissions; ${commissions.unpaid} closes without one, ${commissions.wrong} for orders not closed or not live`);
+    }
     if (hasOrders) {
       const o = (await c.query(
         `SELECT

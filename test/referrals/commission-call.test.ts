@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { roundTrips } from '../helpers/round-trips.js';
-import { close, expectReconciled, makeAdmin, open, setQuote, wallet, type User } from '../trading/helpers.js';
+import { close, expectReconciled, getOrder, makeAdmin, open, setQuote, wallet, type User } from '../trading/helpers.js';
 
 const lines: Record<string, unknown>[] = [];
 let t: TestApp;
@@ -82,6 +82,9 @@ describe("a referred user's close", () => {
     ]);
     expect(logged.every((l) => typeof l.postingId === 'string')).toBe(true);
 
+    // The function itself, sent again for the same close: nothing (no unique violation either).
+    const twice = await sql`SELECT * FROM referral_commissions_pay(${order.id}::bigint, ${op}::text, ${JSON.stringify([[c.user.id, '5.00']])}::jsonb)`.execute(t.database.db);
+    expect(twice.rows).toEqual([]);
     // The same key again: the stored answer, nothing paid again.
     const replay = await close(t, d, order.id, key);
     expect(replay.status).toBe(200);
@@ -111,5 +114,29 @@ describe("a referred user's close", () => {
     expect(await balances([c, b, a])).toEqual(['25.00', '0.00', '0.00']);
     const count = await sql<{ n: string }>`SELECT count(*)::text AS n FROM referral_commissions WHERE order_id = ${order.id}`.execute(t.database.db);
     expect(count.rows[0]!.n).toBe('0');
+  });
+
+  it("closed by the risk engine (stop-loss) pays the same commissions, the chain read in the close's transaction", async () => {
+    const a = await registerUser(t.app);
+    const b = await registerUser(t.app, { referralCode: a.user.referralCode });
+    const c = await registerUser(t.app, { referralCode: b.user.referralCode });
+    const e = await registerUser(t.app, { referralCode: c.user.referralCode });
+    // Below the qualifying amount: no bonus, and nothing has read e's chain yet.
+    expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '99.00' }, { token: e.token, key: newKey() })).status).toBe(201);
+    await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
+    const order = await open(t, e, { symbol: 'EURUSD', side: 'buy', volume: '0.05', stopLoss: '1.07990' });
+    await setQuote(t, admin, 'EURUSD', '1.07980', '1.07990');
+    let closed = await getOrder(t, e, order.id);
+    for (let i = 0; i < 100 && closed.status !== 'closed'; i++) closed = await getOrder(t, e, order.id);
+    expect(closed).toMatchObject({ status: 'closed', closeReason: 'stop_loss' });
+    // 0.05 lots × 5.00 / 2.00 / 1.00
+    expect(await balances([c, b, a])).toEqual(['0.25', '0.10', '0.05']);
+    const rows = await sql<{ level: number; amount: string; same: boolean }>`
+      SELECT c.level, c.amount, c.operation_id = o.close_operation_id AS same
+      FROM referral_commissions c JOIN orders o ON o.id = c.order_id WHERE c.order_id = ${order.id} ORDER BY c.level`.execute(t.database.db);
+    expect(rows.rows).toEqual([{ level: 1, amount: '0.25', same: true }, { level: 2, amount: '0.10', same: true }, { level: 3, amount: '0.05', same: true }]);
+    expect(lines.filter((l) => l.msg === 'financial referral_commission' && (l.metadata as { orderId?: string }).orderId === order.id)).toHaveLength(3);
+    await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
+    await expectReconciled(t, admin);
   });
 });

@@ -1,7 +1,7 @@
 /**
  * The referral program (API.md, Referrals). It runs only inside the deposit's and the
- * close's own transactions (the wallets' onDeposit and trading's onOrderClosed hooks;
- * a user's close sends the commissions' statement in its own round trip, `closeCall`),
+ * close's own transactions (the wallets' onDeposit hook; trading's close hook, whose
+ * statement, `closeCall`, travels in the close's own round trip),
  * so a bonus or commission commits or rolls back with its cause, and the unique keys
  * of referral_bonuses (referee) and referral_commissions (order, level) make each
  * happen at most once.
@@ -12,12 +12,11 @@ import { ReadRouter } from '../../platform/db/read-router.js';
 import { decodeCursor, toPage } from '../../platform/http/pagination.js';
 import { Decimal, formatMoney } from '../../platform/money.js';
 import { preparedSql } from '../../platform/db/inline.js';
-import { queryBatch } from '../../platform/transaction.service.js';
 import { sql } from 'kysely';
 import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletChangeRow } from '../wallets/ledger.repository.js';
 import type { DepositEvent } from '../wallets/wallet.service.js';
-import type { CloseHookCall, OrderClosedEvent } from '../trading/index.js';
+import type { CloseHookCall } from '../trading/index.js';
 import { claimSignupBonus, listCommissions, paidRefereesAfter, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
 
 export interface ReferralSettings {
@@ -98,27 +97,17 @@ export class ReferralService {
   };
 
   /**
-   * Commission to each referrer up to level 3 on every live close, `volume × rate`: the
-   * risk engine's closes (stop-loss, take-profit, stop-out) call it in their transaction.
-   * A user's close pays them in its own round trip (`closeCall`). Both run
-   * `referral_commissions_pay` (migration 0010).
+   * Commission to each referrer up to level 3 on every live close, `volume × rate`, as
+   * the statement trading sends in the close's own round trip (`referral_commissions_pay`,
+   * migration 0010): after a user's `order_close` call, after the risk engine's
+   * `order_settle` (stop-loss, take-profit, stop-out). Undefined: nobody referred the
+   * user. The statement pays only if that operation closed a live order, so it may travel
+   * with a close that replays or is rejected. `finish` writes the `logger.financial` line
+   * of each commission paid. `db`: the close's transaction, if it has begun (a chain not in
+   * memory is read there, not on another connection while the close holds its locks).
    */
-  onOrderClosed = async (_trx: Trx, e: OrderClosedEvent): Promise<void> => {
-    if (e.walletType !== 'live') return;
-    const call = await this.closeCall(e.userId);
-    if (!call) return;
-    const [result] = await queryBatch([call.statement(e.orderId, e.operationId)]);
-    call.finish(result!.rows, { orderId: e.orderId, operationId: e.operationId, log: e.log });
-  };
-
-  /**
-   * The commissions of a close of this user's as one statement to send in the close's
-   * transaction (undefined: nobody referred the user): it pays only if that operation
-   * closed a live order, so it may travel with a close that replays or is rejected.
-   * `finish` writes the `logger.financial` line of each commission paid.
-   */
-  closeCall = async (userId: string): Promise<CloseHookCall | undefined> => {
-    const chain = await this.chainOf(this.db, userId);
+  closeCall = async (userId: string, db: Db | Trx = this.db): Promise<CloseHookCall | undefined> => {
+    const chain = await this.chainOf(db, userId);
     const levels: [string, string][] = [];
     for (let i = 0; i < 3 && chain[i]; i++) levels.push([chain[i]!, this.settings.rates[i]!]);
     if (levels.length === 0) return undefined;
@@ -146,7 +135,7 @@ export class ReferralService {
     return Boolean(referrerId);
   };
 
-  /** Whether onOrderClosed may pay anything for a close of this user's: a referred user's. */
+  /** Whether a close of this user's may pay commissions: a referred user's. */
   mayActOnClose = async (userId: string): Promise<boolean> => {
     const [referrerId] = await this.chainOf(this.db, userId);
     return Boolean(referrerId);

@@ -230,6 +230,7 @@ export class Market implements AccountEvents {
       this.soleLeader = false;
       await this.d.unlead();
     }
+    this.flushEvents(); // the events of closes the engine finished while it stopped
   }
 
   // --- publishing -------------------------------------------------------------------

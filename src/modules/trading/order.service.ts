@@ -92,22 +92,30 @@ export interface OrderClosedEvent {
 /** Runs inside the close's transaction; a throw rolls the close back. */
 export type OrderClosedHook = (trx: Trx, event: OrderClosedEvent) => Promise<void>;
 
-/** Whether a close hook may act on a close of this user's (false: it certainly does nothing). */
-export type OrderClosedHookFilter = (userId: string) => Promise<boolean>;
-
 /**
- * A close hook's work as one statement that travels in a user's close call (after
- * `order_close`, in the same round trip); it must change nothing unless the operation
- * closed the order (the call may replay or store a rejection). `finish` takes its rows
- * after the commit.
+ * A close hook's work as one statement sent in the close's own round trip: after
+ * `order_close` in a user's close call, after `order_settle` in every other close. It
+ * must change nothing unless the operation `operationId` closed the order (a user's call
+ * may replay or store a rejection). `finish` takes its rows (after a user's close commits;
+ * inside the transaction of the others, as their settlement's log lines are).
  */
 export interface CloseHookCall {
   statement(orderId: string, operationId: string): string;
   finish(rows: unknown[], context: { orderId: string; operationId: string; log: AppLogger }): void;
 }
 
-/** The statement form of a close hook for this user's closes (undefined: the hook has none for them, or nothing to do). */
-export type OrderClosedHookCall = (userId: string) => Promise<CloseHookCall | undefined>;
+/**
+ * What a module does on every close (user, stop-loss, take-profit, stop-out), in the
+ * close's transaction, given as a statement (`inCall`) or as TypeScript (`run`: a user's
+ * close then takes the statement path). `mayAct` false: it certainly does nothing for
+ * this user's closes, which then skip it.
+ */
+export interface CloseHook {
+  mayAct(userId: string): Promise<boolean>;
+  /** The statement for this user's closes; undefined: nothing to do. `db` is the close's transaction where there is one. */
+  inCall?(userId: string, db: Db | Trx): Promise<CloseHookCall | undefined>;
+  run?: OrderClosedHook;
+}
 
 /** The row of order_close after the claim's columns (node-postgres, snake_case); closed_order null when nothing changed. */
 interface CloseCallRow {
@@ -240,7 +248,7 @@ function unrealized(o: Pick<OpenOrderRow, 'side' | 'openPrice' | 'volume' | 'con
 }
 
 export class OrderService {
-  private readonly closeHooks: { hook: OrderClosedHook; mayAct: OrderClosedHookFilter; inCall: OrderClosedHookCall | undefined }[] = [];
+  private readonly closeHooks: CloseHook[] = [];
   observer: TradingObserver | undefined;
   /**
    * Runs last inside the transaction of a user's open, close and modify: the market
@@ -271,9 +279,9 @@ export class OrderService {
     return outcome;
   }
 
-  /** Registers a hook run inside every close's transaction (user, stop-loss, take-profit, stop-out). */
-  onOrderClosed(hook: OrderClosedHook, mayAct: OrderClosedHookFilter = async () => true, inCall?: OrderClosedHookCall): void {
-    this.closeHooks.push({ hook, mayAct, inCall });
+  /** Registers a hook run in every close's transaction (user, stop-loss, take-profit, stop-out). */
+  onOrderClosed(hook: CloseHook): void {
+    this.closeHooks.push(hook);
   }
 
   private quoteOf = (symbol: string): PriceQuote | undefined => this.quotes.get(symbol);
@@ -409,19 +417,21 @@ export class OrderService {
    * close price from the current quotes, the settlement, the leader's notice and the
    * stored response in one round trip, with the statements of the close hooks that may
    * act on it (a referred user's commissions: `referral_commissions_pay`, migration 0010)
-   * after it in the same round trip. A hook with no statement form for this user sends
+   * after it in the same round trip. A hook that may act and has no statement form sends
    * the close down the statement path (closeOrderInStatements).
    */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
-    let statements = ORDER_ID.test(orderId);
+    let oneCall = ORDER_ID.test(orderId);
     const calls: CloseHookCall[] = [];
     for (const h of this.closeHooks) {
-      if (!statements || !(await h.mayAct(ctx.userId))) continue;
-      const call = await h.inCall?.(ctx.userId);
-      if (call) calls.push(call);
-      else statements = false;
+      if (!oneCall || !(await h.mayAct(ctx.userId))) continue;
+      if (!h.inCall) oneCall = false;
+      else {
+        const call = await h.inCall(ctx.userId, this.db);
+        if (call) calls.push(call);
+      }
     }
-    if (!statements) return this.closeOrderInStatements(key, ctx, orderId);
+    if (!oneCall) return this.closeOrderInStatements(key, ctx, orderId);
     const statement = () => [preparedSql(sql`
       SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
         ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`),
@@ -503,16 +513,30 @@ export class OrderService {
    * balance protection on a loss), then the close hooks — all in the caller's transaction.
    */
   private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger, withValuation = false): Promise<ClosedOrder> {
-    // The settlement (order_settle, migration 0009), the closed row (and the wallet's remaining positions) in one round trip.
-    const statements = [orderSettleSql(order.id, { closePrice: closePrice.toFixed(), closeReason: reason, operationId }), orderByIdSql(order.id)];
+    // The close hooks' statements (guarded: they act only if this operation closed it) and TypeScript.
+    const calls: CloseHookCall[] = [];
+    const runs: OrderClosedHook[] = [];
+    for (const h of this.closeHooks) {
+      if (h.inCall) {
+        const call = await h.inCall(order.userId, trx);
+        if (call) calls.push(call);
+      } else if (h.run) runs.push(h.run);
+    }
+    // The settlement (order_settle, migration 0009), the hooks' statements, the closed row
+    // (and the wallet's remaining positions) in one round trip.
+    const statements = [orderSettleSql(order.id, { closePrice: closePrice.toFixed(), closeReason: reason, operationId }),
+      ...calls.map((c) => c.statement(order.id, operationId)), orderByIdSql(order.id)];
     if (withValuation) statements.push(openOrdersOfWalletSql({ walletId: order.walletId }));
-    const [settled, closedResult, positions] = await queryBatch(statements);
+    const [settled, ...results] = await queryBatch(statements);
+    const hookResults = results.splice(0, calls.length);
+    const [closedResult, positions] = results;
     const settlement = camelRow<Settlement>(settled!.rows[0] as Record<string, unknown>);
     if (!settlement.settled) throw notOpen();
     const closedRow = camelRow<OrderRow>(closedResult!.rows[0] as Record<string, unknown>);
     const valuation = positions ? this.valuationOfRows(positions.rows as Record<string, unknown>[]).get(order.walletId) : undefined;
     const event = this.settled(closedRow, settlement, operationId, log);
-    for (const { hook } of this.closeHooks) await hook(trx, event);
+    calls.forEach((c, i) => c.finish(hookResults[i]!.rows, { orderId: order.id, operationId, log }));
+    for (const run of runs) await run(trx, event);
     logClosed(event);
     return { order: closedRow, wallet: settlement, valuation };
   }

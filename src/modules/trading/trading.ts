@@ -20,7 +20,7 @@ import type { WalletService } from '../wallets/wallet.service.js';
 import { Instruments, toSymbolView } from './instruments.js';
 import { Market } from './market.js';
 import { openOrdersOfWalletSql, WALLET_CHANNEL } from './trading.repository.js';
-import { OrderService, type OrderClosedHook, type OrderClosedHookFilter, type OrderClosedHookCall, type OrderView } from './order.service.js';
+import { OrderService, type CloseHook, type OrderView } from './order.service.js';
 import { SimulatedPriceFeed } from './price.feed.js';
 import { textDecimals } from './pricing.js';
 import { QuoteBook } from './quote.book.js';
@@ -99,8 +99,8 @@ export class Trading {
   }
 
   /** Registers a hook run inside every close's transaction (user, stop-loss, take-profit, stop-out). */
-  onOrderClosed(hook: OrderClosedHook, mayAct?: OrderClosedHookFilter, inCall?: OrderClosedHookCall): void {
-    this.orders.onOrderClosed(hook, mayAct, inCall);
+  onOrderClosed(hook: CloseHook): void {
+    this.orders.onOrderClosed(hook);
   }
 
   /**

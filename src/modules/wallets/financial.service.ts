@@ -18,7 +18,8 @@ import { toWalletChangeRow, walletChangeSql, type PostingInfo, type Settlement, 
 /**
  * The entry types a single-wallet change here can carry (margin_reserve moves no money).
  * A close's trade_profit, trade_loss, margin_release and negative_balance_compensation
- * are posted by `order_settle` (migration 0009).
+ * are posted by `order_settle` (migration 0009), its referral_commission entries by
+ * `referral_commissions_pay` (migration 0010); their log lines are written here.
  */
 export type OperationType = 'deposit' | 'withdrawal' | 'adjustment' | 'referral_commission' | 'referral_bonus' | 'margin_reserve';
 

@@ -8,11 +8,11 @@ import { sql, type Kysely } from 'kysely';
  * referral_commissions, whose unique (order, level) key makes each happen at most once.
  *
  * It pays only for an order that the operation `p_operation_id` itself closed, from a
- * live wallet: sent in the same round trip as a user's `order_close` call, it does
- * nothing when that call replayed a stored answer or stored a rejection (the order was
- * not closed by this operation). Every close uses it (the user's, in that round trip;
- * the risk engine's stop-loss, take-profit and stop-out, in their transactions), so the
- * commission exists once. It returns one row per commission paid, for the
+ * live wallet, and only once: sent in the same round trip as a user's `order_close`
+ * call, it does nothing when that call replayed a stored answer or stored a rejection
+ * (the order was not closed by this operation). Every close uses it (the user's, after
+ * `order_close`; the risk engine's stop-loss, take-profit and stop-out, after
+ * `order_settle` in the same round trip), so the commission exists once. It returns one row per commission paid, for the
  * `logger.financial` lines.
  *
  * `p_levels`: `[[referrerId, rate], …]` from level 1, as JSON (ids and rates as text).
@@ -34,6 +34,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       SELECT * INTO o FROM orders
       WHERE orders.id = p_order_id AND orders.status = 'closed' AND orders.close_operation_id = p_operation_id AND orders.wallet_type = 'live';
       IF NOT FOUND THEN RETURN; END IF;
+      -- Paid already (the same statement sent twice): nothing, rather than a unique violation.
+      IF EXISTS (SELECT 1 FROM referral_commissions c WHERE c.order_id = o.id) THEN RETURN; END IF;
       FOR lv IN SELECT x.value ->> 0 AS referrer, (x.value ->> 1)::numeric AS rate, x.ordinality AS n
                 FROM jsonb_array_elements(p_levels) WITH ORDINALITY AS x
                 WHERE x.ordinality <= 3 ORDER BY x.ordinality LOOP

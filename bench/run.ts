@@ -425,7 +425,7 @@ async function main() {
 
   result.config = {
     users: USERS, sessions: SESSIONS, duration: DURATION, pairs: PAIRS, workers: WORKERS, effectiveWorkers, pool: POOL, clients: CLIENTS,
-    connections: CONNECTIONS, rates, warmup: WARMUP, profileSeconds: PROFILE_S, openOrdersSeeded: seeded.orders,
+    connections: CONNECTIONS, rates, warmup: WARMUP, profileSeconds: PROFILE_S, openOrdersSeeded: seeded.orders, referredPercent: REFERRED,
     moneyMix, readMix: READ_MIX, serverEntry: argv.tsx ? 'node --import tsx src/server.ts' : 'node dist/server.js',
     serverEnv: SERVER_ENV, pgSettings: PG_SETTINGS, pgbench: pgbench ? `pgbench -N -c ${CLIENTS} -j ${Math.min(2, CLIENTS)} -T ${DURATION} (scale 1)` : 'missing',
     loadGenerator: 'wrk -t1 per operation with bench/wrk/flow.lua (closed loop)',

@@ -84,7 +84,9 @@ export interface SeedOptions {
   orders: number;
   /**
    * Percentage of users with a referrer (0: none): user i (from 1) is referred by user
-   * i / 2 when i % 100 < the percentage, so referral chains reach three levels.
+   * i / 2 when i % 100 < the percentage. Whether that referrer is referred too follows
+   * the same rule, so at 50 % about half the referred users have one paid level, a
+   * quarter two and a quarter three.
    */
   referredPercent?: number;
 }
@@ -126,12 +128,14 @@ export async function seed(url: string, o: SeedOptions): Promise<SeedResult> {
     );
     let referred = 0;
     if ((o.referredPercent ?? 0) > 0) {
+      // The account number carries i: the referrer is found through its unique index.
       const r = await c.query(
-        `WITH b AS (SELECT id, row_number() OVER (ORDER BY id) AS i FROM users WHERE email LIKE 'bench%@bench.local')
-         UPDATE users u SET referrer_id = r.id
-         FROM b JOIN b r ON r.i = b.i / 2
-         WHERE u.id = b.id AND b.i > 1 AND b.i % 100 < $1`,
-        [o.referredPercent],
+        `UPDATE users u SET referrer_id = r.id
+         FROM users r
+         WHERE u.email LIKE 'bench%@bench.local' AND substr(u.account_number, 2)::int > 1
+           AND substr(u.account_number, 2)::int % 100 < $1
+           AND r.account_number = $2 || lpad((substr(u.account_number, 2)::int / 2)::text, 9, '0')`,
+        [o.referredPercent, ACCOUNT_PREFIX],
       );
       referred = r.rowCount ?? 0;
     }
@@ -317,18 +321,34 @@ export async function sqlInvariants(url: string, hasOrders: boolean, seedTotals:
     add('no wallet key applied twice (one ledger entry per completed key)', keyed.many === 0 && keyed.none === 0,
       `${keyed.keys} completed keys: ${keyed.one} with one entry, ${keyed.many} with more, ${keyed.none} with none`);
     add('no wallet entry without a completed key', stray === 0, `${stray} operations without a key`);
-    // Referral commissions (migration 0010): every live order a referred user closed paid level 1, and only closed orders paid.
-    const commissions = (await c.query(
-      `SELECT
-         (SELECT count(*)::int FROM orders o JOIN users u ON u.id = o.user_id
-          WHERE o.status = 'closed' AND o.wallet_type = 'live' AND u.referrer_id IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM referral_commissions c WHERE c.order_id = o.id AND c.level = 1)) AS unpaid,
-         (SELECT count(*)::int FROM referral_commissions c JOIN orders o ON o.id = c.order_id
-          WHERE o.status <> 'closed' OR o.wallet_type <> 'live') AS wrong,
-         (SELECT count(*)::int FROM referral_commissions) AS paid`).catch(() => ({ rows: [undefined] }))).rows[0] as { unpaid: number; wrong: number; paid: number } | undefined;
-    if (commissions) {
-      add('every live close of a referred user paid its commissions, and nothing else did', commissions.unpaid === 0 && commissions.wrong === 0,
-        `${commissions.paid} commissions; ${commissions.unpaid} closes without one, ${commissions.wrong} for orders not closed or not live`);
+    // Referral commissions (migration 0010): every live close paid each level of its user's
+    // chain (up to 3; with the default rates every level of a 0.01-lot close is at least
+    // 0.01), under the close's operation, as a balanced entry of two postings; nothing else paid.
+    const hasCommissions = (await c.query(`SELECT to_regclass('public.referral_commissions') IS NOT NULL AS ok`)).rows[0].ok as boolean;
+    if (hasCommissions) {
+      const k = (await c.query(
+        `WITH closes AS (
+           SELECT o.id, o.close_operation_id,
+                  (u0.referrer_id IS NOT NULL)::int + (u1.referrer_id IS NOT NULL)::int + (u2.referrer_id IS NOT NULL)::int AS levels
+           FROM orders o JOIN users u0 ON u0.id = o.user_id
+           LEFT JOIN users u1 ON u1.id = u0.referrer_id LEFT JOIN users u2 ON u2.id = u1.referrer_id
+           WHERE o.status = 'closed' AND o.wallet_type = 'live'
+         ), paid AS (
+           SELECT c.order_id, count(*) AS n, bool_and(c.operation_id = cl.close_operation_id) AS same_op
+           FROM referral_commissions c JOIN closes cl ON cl.id = c.order_id GROUP BY c.order_id
+         ), legs AS (
+           SELECT entry_id, count(*) AS n, sum(amount) AS total FROM ledger_postings WHERE type = 'referral_commission' GROUP BY entry_id
+         )
+         SELECT
+           (SELECT count(*)::int FROM referral_commissions) AS paid,
+           (SELECT count(*)::int FROM closes cl LEFT JOIN paid p ON p.order_id = cl.id WHERE coalesce(p.n, 0) <> cl.levels) AS wrong_levels,
+           (SELECT count(*)::int FROM paid WHERE NOT same_op) AS wrong_op,
+           (SELECT count(*)::int FROM referral_commissions c WHERE NOT EXISTS (SELECT 1 FROM closes cl WHERE cl.id = c.order_id)) AS stray,
+           (SELECT count(*)::int FROM referral_commissions c JOIN ledger_postings p ON p.id = c.posting_id JOIN legs l ON l.entry_id = p.entry_id
+            WHERE l.n <> 2 OR l.total <> 0 OR p.amount <> c.amount) AS bad_legs`)).rows[0] as { paid: number; wrong_levels: number; wrong_op: number; stray: number; bad_legs: number };
+      add('every live close paid each level of its chain once, under its operation, as a balanced entry; nothing else paid',
+        k.wrong_levels === 0 && k.wrong_op === 0 && k.stray === 0 && k.bad_legs === 0,
+        `${k.paid} commissions; ${k.wrong_levels} closes with the wrong number, ${k.wrong_op} under another operation, ${k.stray} for orders not closed or not live, ${k.bad_legs} not two balanced postings`);
     }
     if (hasOrders) {
       const o = (await c.query(

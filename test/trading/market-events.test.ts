@@ -105,9 +105,9 @@ describe('account events between processes', () => {
     expect(b.published.filter((m) => m.channel === CHANNELS.events)).toHaveLength(1);
     expect(follower.received).toHaveLength(200);
     leader.market.orderClosed('u2', order(300));
-    await leader.market.stop();
-    await turn();
+    await leader.market.stop(); // no turn of the event loop in between: stop() itself published it
     expect(b.published.filter((m) => m.channel === CHANNELS.events)).toHaveLength(2);
+    await turn();
     expect(follower.received.at(-1)).toBe('u2 closed 300');
   });
 

@@ -10,7 +10,7 @@ import { Trading, type TradingDeps, type TradingOptions } from './trading.js';
 import { tradingRoutes } from './trading.routes.js';
 
 export { Trading } from './trading.js';
-export type { CloseHook, CloseHookCall, OrderClosedEvent, OrderClosedHook, OrderView } from './order.service.js';
+export type { CloseHook, CloseHookCall, OrderView } from './order.service.js';
 
 export function createTrading(deps: TradingDeps, options?: TradingOptions): Trading {
   return new Trading(deps, options);

@@ -69,7 +69,7 @@ import { Leadership } from './leadership.js';
 import { toOrderView, type ClosedOrder, type OpenedWallet, type OrderView, type TradingObserver } from './order.service.js';
 import type { OrderRow } from '../../platform/db/schema.js';
 import type { QuoteBook, QuoteView } from './quote.book.js';
-import type { AccountEvents, MarginCallData, QuoteInput, QuoteRow, RiskEngine } from './risk.engine.js';
+import type { AccountEvents, MarginCallData, QuoteInput, RiskEngine } from './risk.engine.js';
 import type { StreamHub } from './stream.hub.js';
 
 export const CHANNELS = {
@@ -155,6 +155,8 @@ export class Market implements AccountEvents {
   private nextRequest = 0;
   /** A publish on the broadcast failed: the others are asked to resynchronise once it is back. */
   private publishFailed = false;
+  /** Publishes not yet handed to the broker (stop() waits for them). */
+  private readonly publishing = new Set<Promise<void>>();
   /** Account events of this turn (JSON), published together at its end (`flushEvents`). */
   private events: string[] = [];
   private eventsFlush: NodeJS.Immediate | undefined;
@@ -231,6 +233,7 @@ export class Market implements AccountEvents {
       await this.d.unlead();
     }
     this.flushEvents(); // the events of closes the engine finished while it stopped
+    await Promise.all([...this.publishing]); // before the broadcast's connection closes
   }
 
   // --- publishing -------------------------------------------------------------------
@@ -241,10 +244,13 @@ export class Market implements AccountEvents {
 
   /** An account event for the other processes: after commit, on the broadcast (lost ones are covered by the resync). */
   private publishLater(channel: string, payload: string): void {
-    this.broadcast?.publish(channel, payload).catch((err: unknown) => {
+    if (!this.broadcast) return;
+    const sent = this.broadcast.publish(channel, payload).catch((err: unknown) => {
       this.publishFailed = true;
       this.d.log.warn({ err, channel }, 'could not publish');
     });
+    this.publishing.add(sent);
+    void sent.finally(() => this.publishing.delete(sent));
   }
 
   // AccountEvents: the engine's events (and a follower's own closes) go to this

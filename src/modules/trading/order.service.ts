@@ -26,7 +26,7 @@ import type { Instrument, Instruments } from './instruments.js';
 import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
 import type { QuoteBook } from './quote.book.js';
 import {
-  findOrder, insertOrderSql, listOrders, lockOrder, lockOrderSql, lockWalletById, marginMismatches, orderByIdSql, orderSettleSql,
+  findOrder, insertOrderSql, listOrders, lockOrder, lockWalletById, marginMismatches, orderByIdSql, orderSettleSql,
   openOrdersOfWallets, openOrdersOfWalletSql, updateOrderLevels, type OpenOrderRow,
 } from './trading.repository.js';
 
@@ -71,26 +71,15 @@ export function toOrderView(o: OrderRow): OrderView {
   };
 }
 
-/** What the close hooks (the referral module) learn about every close, inside its transaction. */
-export interface OrderClosedEvent {
+/** A settled close, for its 'order closed' log line. */
+interface SettledClose {
   orderId: string;
-  userId: string;
-  walletId: string;
-  walletType: WalletType;
-  symbol: string;
-  side: OrderSide;
-  /** Lots, 2 decimals. */
-  volume: string;
   /** Signed, 2 decimals: the full profit or loss (before any negative balance compensation). */
   profit: string;
   closePrice: string;
   closeReason: CloseReason;
-  operationId: string;
   log: AppLogger;
 }
-
-/** Runs inside the close's transaction; a throw rolls the close back. */
-export type OrderClosedHook = (trx: Trx, event: OrderClosedEvent) => Promise<void>;
 
 /**
  * A close hook's work as one statement sent in the close's own round trip: after
@@ -106,15 +95,15 @@ export interface CloseHookCall {
 
 /**
  * What a module does on every close (user, stop-loss, take-profit, stop-out), in the
- * close's transaction, given as a statement (`inCall`) or as TypeScript (`run`: a user's
- * close then takes the statement path). `mayAct` false: it certainly does nothing for
- * this user's closes, which then skip it.
+ * close's transaction, as a statement in the close's round trip (the referral
+ * commissions). `mayAct` false: it certainly does nothing for this user's closes, so a
+ * user's close does not ask for the statement (the risk engine's closes always ask:
+ * `mayAct` may read on the pool, and they hold their locks by then).
  */
 export interface CloseHook {
   mayAct(userId: string): Promise<boolean>;
   /** The statement for this user's closes; undefined: nothing to do. `db` is the close's transaction where there is one. */
-  inCall?(userId: string, db: Db | Trx): Promise<CloseHookCall | undefined>;
-  run?: OrderClosedHook;
+  inCall(userId: string, db: Db | Trx): Promise<CloseHookCall | undefined>;
 }
 
 /** The row of order_close after the claim's columns (node-postgres, snake_case); closed_order null when nothing changed. */
@@ -195,8 +184,13 @@ function openRejections(margin: string): string {
 }
 
 /** The 'order closed' line, once the close (and its hooks) went through. */
-function logClosed(e: OrderClosedEvent): void {
+function logClosed(e: SettledClose): void {
   e.log.info({ orderId: e.orderId, closeReason: e.closeReason, closePrice: e.closePrice, profit: e.profit }, 'order closed');
+}
+
+/** The close hooks' log lines from their statements' results (in the order sent). */
+function finishCalls(calls: CloseHookCall[], results: { rows: unknown[] }[], context: { orderId: string; operationId: string; log: AppLogger }): void {
+  calls.forEach((c, i) => c.finish(results[i]?.rows ?? [], context));
 }
 
 /** An order id as the path may carry it (anything else is an order nobody has). */
@@ -417,21 +411,17 @@ export class OrderService {
    * close price from the current quotes, the settlement, the leader's notice and the
    * stored response in one round trip, with the statements of the close hooks that may
    * act on it (a referred user's commissions: `referral_commissions_pay`, migration 0010)
-   * after it in the same round trip. A hook that may act and has no statement form sends
-   * the close down the statement path (closeOrderInStatements).
+   * after it in the same round trip.
    */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
-    let oneCall = ORDER_ID.test(orderId);
+    // An id that cannot exist: 404, stored under the key like any rejection.
+    if (!ORDER_ID.test(orderId)) return this.idempotency.execute(key, async () => { throw new NotFoundError('Order'); }, { operation: 'close_order', log: ctx.log });
     const calls: CloseHookCall[] = [];
     for (const h of this.closeHooks) {
-      if (!oneCall || !(await h.mayAct(ctx.userId))) continue;
-      if (!h.inCall) oneCall = false;
-      else {
-        const call = await h.inCall(ctx.userId, this.db);
-        if (call) calls.push(call);
-      }
+      if (!(await h.mayAct(ctx.userId))) continue;
+      const call = await h.inCall(ctx.userId, this.db);
+      if (call) calls.push(call);
     }
-    if (!oneCall) return this.closeOrderInStatements(key, ctx, orderId);
     const statement = () => [preparedSql(sql`
       SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
         ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`),
@@ -446,29 +436,11 @@ export class OrderService {
       const settlement = camelRow<Settlement>(parseRowJson(row.settlement));
       settlement.updatedAt = new Date(settlement.updatedAt as unknown as string);
       settlement.postingCreatedAt = settlement.postingCreatedAt === null ? null : new Date(settlement.postingCreatedAt as unknown as string);
-      const event = this.settled(order, settlement, ctx.operationId, ctx.log);
-      calls.forEach((c, i) => c.finish(rest[i]?.rows ?? [], { orderId: order.id, operationId: ctx.operationId, log: ctx.log }));
-      logClosed(event);
+      const closed = this.settled(order, settlement, ctx.operationId, ctx.log);
+      finishCalls(calls, rest, { orderId: order.id, operationId: ctx.operationId, log: ctx.log });
+      logClosed(closed);
       this.observer?.orderClosed({ order, wallet: settlement, valuation: { unrealizedPnl: new Decimal(String(row.unrealized_pnl)), openOrders: Number(row.open_orders) } });
     }
-    return this.noted(ctx.userId, outcome);
-  }
-
-  /** Three round trips: the order's lock with the claim; the close; the rest with COMMIT. */
-  private async closeOrderInStatements(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
-    let closed: ClosedOrder | undefined;
-    const outcome = await this.idempotency.execute(key, async (trx, locked) => {
-      closed = undefined;
-      const order = locked[0]?.rows[0] ? camelRow<OrderRow>(locked[0].rows[0] as Record<string, unknown>) : undefined;
-      if (!order) throw new NotFoundError('Order');
-      if (order.status !== 'open') throw notOpen();
-      const quote = this.quotes.get(order.symbol);
-      if (!quote) throw noQuote(order.symbol);
-      closed = await this.closeLocked(trx, order, closePriceOf(order.side, quote), 'user', ctx.operationId, ctx.log, true);
-      await this.inTransaction?.(trx, order);
-      return { status: 200, data: { order: toOrderView(closed.order), wallet: toWalletView(closed.wallet, closed.valuation) } };
-    }, { operation: 'close_order', log: ctx.log, first: ORDER_ID.test(orderId) ? lockOrderSql(orderId, ctx.userId, IdempotencyService.CLAIMED) : 'SELECT NULL WHERE FALSE' });
-    if (closed && !outcome.replayed && outcome.status === 200) this.observer?.orderClosed(closed);
     return this.noted(ctx.userId, outcome);
   }
 
@@ -512,46 +484,33 @@ export class OrderService {
    * released, P&L posted against the dealing account, nothing for exactly 0.00, negative
    * balance protection on a loss), then the close hooks — all in the caller's transaction.
    */
-  private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger, withValuation = false): Promise<ClosedOrder> {
-    // The close hooks' statements (guarded: they act only if this operation closed it) and TypeScript.
+  private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger): Promise<ClosedOrder> {
     const calls: CloseHookCall[] = [];
-    const runs: OrderClosedHook[] = [];
     for (const h of this.closeHooks) {
-      if (h.inCall) {
-        const call = await h.inCall(order.userId, trx);
-        if (call) calls.push(call);
-      } else if (h.run) runs.push(h.run);
+      const call = await h.inCall(order.userId, trx);
+      if (call) calls.push(call);
     }
-    // The settlement (order_settle, migration 0009), the hooks' statements, the closed row
-    // (and the wallet's remaining positions) in one round trip.
-    const statements = [orderSettleSql(order.id, { closePrice: closePrice.toFixed(), closeReason: reason, operationId }),
-      ...calls.map((c) => c.statement(order.id, operationId)), orderByIdSql(order.id)];
-    if (withValuation) statements.push(openOrdersOfWalletSql({ walletId: order.walletId }));
-    const [settled, ...results] = await queryBatch(statements);
-    const hookResults = results.splice(0, calls.length);
-    const [closedResult, positions] = results;
+    // The settlement (order_settle, migration 0009), the hooks' statements (they act only if
+    // this operation closed the order) and the closed row in one round trip.
+    const [settled, ...results] = await queryBatch([orderSettleSql(order.id, { closePrice: closePrice.toFixed(), closeReason: reason, operationId }),
+      ...calls.map((c) => c.statement(order.id, operationId)), orderByIdSql(order.id)]);
     const settlement = camelRow<Settlement>(settled!.rows[0] as Record<string, unknown>);
     if (!settlement.settled) throw notOpen();
-    const closedRow = camelRow<OrderRow>(closedResult!.rows[0] as Record<string, unknown>);
-    const valuation = positions ? this.valuationOfRows(positions.rows as Record<string, unknown>[]).get(order.walletId) : undefined;
+    const closedRow = camelRow<OrderRow>(results[calls.length]!.rows[0] as Record<string, unknown>);
     const event = this.settled(closedRow, settlement, operationId, log);
-    calls.forEach((c, i) => c.finish(hookResults[i]!.rows, { orderId: order.id, operationId, log }));
-    for (const run of runs) await run(trx, event);
+    finishCalls(calls, results, { orderId: order.id, operationId, log });
     logClosed(event);
-    return { order: closedRow, wallet: settlement, valuation };
+    return { order: closedRow, wallet: settlement };
   }
 
-  /** The `logger.financial` lines of a settled close, and what the close hooks learn of it. */
-  private settled(closed: OrderRow, s: Settlement, operationId: string, log: AppLogger): OrderClosedEvent {
+  /** The `logger.financial` lines of a settled close, and what its 'order closed' line says. */
+  private settled(closed: OrderRow, s: Settlement, operationId: string, log: AppLogger): SettledClose {
     const closePrice = formatFixed(closed.closePrice!, closed.digits);
     const volume = formatFixed(closed.volume, 2);
     const reason = closed.closeReason!;
     this.financial.logSettlement(s, closed.margin, { symbol: closed.symbol, side: closed.side, volume, closePrice, closeReason: reason },
       { operationId, log, orderId: closed.id });
-    return {
-      orderId: closed.id, userId: closed.userId, walletId: closed.walletId, walletType: closed.walletType, symbol: closed.symbol, side: closed.side,
-      volume, profit: formatMoney(s.profit), closePrice, closeReason: reason, operationId, log,
-    };
+    return { orderId: closed.id, profit: formatMoney(s.profit), closePrice, closeReason: reason, log };
   }
 
   /**

@@ -34,12 +34,6 @@ export function insertOrderSql(values: Insertable<OrdersTable>): string {
   return preparedQuery((db) => db.insertInto('orders').values(values).returning(ORDER_COLUMNS));
 }
 
-/** lockOrder as a prepared statement's `EXECUTE`; only when `guard` (SQL) holds. */
-export function lockOrderSql(orderId: string, userId: string, guard = 'TRUE'): string {
-  return preparedQuery((db) => db.selectFrom('orders').select(ORDER_COLUMNS).where('id', '=', orderId).where('userId', '=', userId)
-    .where(sql<boolean>`${sql.raw(guard)}`).forUpdate());
-}
-
 /**
  * Settles an open order at `closePrice` (`order_settle`, migration 0009: the order row,
  * the P&L, the margin release and the negative-balance protection), as a prepared

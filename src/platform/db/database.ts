@@ -37,8 +37,8 @@ export function createDatabase(connectionString: string, pool: PoolSettings, app
   pgPool.on('error', () => undefined);
   // Nor a checked-out one between two queries (a transaction's client while the operation
   // computes, a job's): pg-pool listens only to idle clients, and a client's 'error' with
-  // no listener is an uncaught exception. Its next query fails instead, and whoever holds
-  // it releases it with that error (the pool then discards it).
+  // no listener is an uncaught exception. Its next query fails instead, and the pool
+  // discards it when it is released (it is no longer queryable).
   pgPool.on('connect', (client) => {
     client.on('error', () => undefined);
   });

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { Decimal, roundCents, ZERO } from '../../src/platform/money.js';
 import { seededRandom } from '../../src/modules/trading/price.feed.js';
 import { closePriceOf, rawProfit, requiredMargin, stopLossReached, takeProfitReached } from '../../src/modules/trading/pricing.js';
-import { centsToDecimal, RiskBook, type BookWallet } from '../../src/modules/trading/risk.book.js';
+import { centsToDecimal, RiskBook, textToCents, type BookWallet } from '../../src/modules/trading/risk.book.js';
 
 const SYMBOLS = {
   EURUSD: { digits: 5, cs: new Decimal(100000), bid: 108000n, spread: 10n },
@@ -134,5 +134,15 @@ describe('RiskBook', () => {
     // The runs must have exercised the interesting paths.
     expect(r.evaluations).toBeGreaterThan(0);
     expect(r.triggeredTotal).toBeGreaterThan(0);
+  });
+});
+
+describe('textToCents (the resync compares every wallet with positions in cents)', () => {
+  it('reads numeric(20,2) text exactly and refuses every other form', () => {
+    expect(['0.00', '12.30', '-12.30', '1000000.05', '99999999999999999.99', '-0.01'].map(textToCents))
+      .toEqual([0n, 1230n, -1230n, 100000005n, 9999999999999999999n, -1n]);
+    for (const t of ['12.3', '12', '12.300', '1e3', ' 1.00', '+1.00', '', 'NaN']) expect(textToCents(t)).toBeUndefined();
+    // the same as the decimal library's reading, for values it reads
+    for (const t of ['0.00', '12.30', '-12.30', '1000000.05']) expect(centsToDecimal(textToCents(t)!).eq(new Decimal(t))).toBe(true);
   });
 });

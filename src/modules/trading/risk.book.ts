@@ -109,6 +109,18 @@ function toUnits(value: Decimal, places: number): bigint {
   return BigInt(value.times(DECIMAL_POW10[places] ?? new Decimal(10).pow(places)).toFixed(0));
 }
 
+/**
+ * Money as PostgreSQL prints a numeric of scale 2 ("-12.30") in cents, without the
+ * decimal library (the engine's resync compares every wallet with positions each time);
+ * undefined for any other form.
+ */
+export function textToCents(text: string): bigint | undefined {
+  const m = /^(-?)(\d+)\.(\d\d)$/.exec(text);
+  if (!m) return undefined;
+  const cents = BigInt(m[2]! + m[3]!);
+  return m[1] ? -cents : cents;
+}
+
 export function centsToDecimal(cents: bigint): Decimal {
   return new Decimal(cents.toString()).div(100);
 }

@@ -21,7 +21,7 @@ import type { TransactionService } from '../../platform/transaction.service.js';
 import { insertAudit } from '../admin/admin.repository.js';
 import { toOrderView, type ClosedOrder, type OpenedWallet, type OrderService, type OrderView, type TradingObserver, type WalletSnapshot } from './order.service.js';
 import type { Quote, QuoteBook } from './quote.book.js';
-import { centsToDecimal, RiskBook, type BookOrderInput, type BookWallet, type Evaluation, type QuoteEffects } from './risk.book.js';
+import { centsToDecimal, RiskBook, textToCents, type BookOrderInput, type BookWallet, type Evaluation, type QuoteEffects } from './risk.book.js';
 import { openOrdersPage, upsertQuotes, WALLET_CHANNEL, walletSnapshots, walletStates, walletsWithMargin, type OpenOrderRow, type WalletStateRow } from './trading.repository.js';
 
 export interface MarginCallData {
@@ -537,7 +537,15 @@ export class RiskEngine implements TradingObserver {
     const rows = await walletsWithMargin(this.db);
     const reload: string[] = [];
     const seen = new Set<string>();
-    for (const r of rows) {
+    const same = (cents: bigint, text: string) => {
+      const c = textToCents(text);
+      return c === undefined ? centsToDecimal(cents).cmp(text) === 0 : c === cents;
+    };
+    for (let i = 0; i < rows.length; i++) {
+      // 50,000 wallets with positions take tens of milliseconds: let requests in between
+      // (a wallet changed meanwhile has a new seq and is skipped, as one changed since the read).
+      if (i > 0 && i % 4096 === 0) await new Promise((resolve) => setImmediate(resolve));
+      const r = rows[i]!;
       seen.add(r.id);
       const w = this.book.wallets.get(r.id);
       if (!w) {
@@ -545,7 +553,7 @@ export class RiskEngine implements TradingObserver {
         continue;
       }
       if (seqs.get(r.id) !== w.seq) continue;
-      if (centsToDecimal(w.marginCents).cmp(r.margin) !== 0 || centsToDecimal(w.balanceCents).cmp(r.balance) !== 0) reload.push(r.id);
+      if (!same(w.marginCents, r.margin) || !same(w.balanceCents, r.balance)) reload.push(r.id);
     }
     for (const [id, seq] of seqs) if (!seen.has(id) && this.book.wallets.get(id)?.seq === seq) reload.push(id);
     if (reload.length) await this.refresh(reload);

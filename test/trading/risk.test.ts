@@ -196,6 +196,21 @@ describe('balances changed outside trading', () => {
     await expectReconciled(t, admin);
   });
 
+  it('the resync reads the wallets with positions page by page and misses none', async () => {
+    const users = [];
+    for (let i = 0; i < 3; i++) {
+      const u = await fundedUser(t.app, '2000.00');
+      await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' });
+      users.push(u);
+    }
+    // Changed behind the engine's back (an adjustment tells it nothing): the last one is on a later page.
+    for (const u of users) {
+      await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: u.user.id, walletType: 'live', amount: '-900.00', reason: 'test' }, { token: admin.token, key: newKey() });
+    }
+    await t.services.trading.engine.syncNow(1); // one wallet per read
+    expect(users.map((u) => bookBalance(u.user.id))).toEqual([110000n, 110000n, 110000n]);
+  });
+
   it('a drop below stop-out through an adjustment alone is stopped out at the resync', async () => {
     const u = await fundedUser(t.app, '2000.00');
     const o = await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' }); // equity 1990.00

@@ -125,9 +125,10 @@ export interface WalletStateRow {
   margin: string;
 }
 
-/** Balance and margin of every wallet with open positions (margin > 0). */
-export async function walletsWithMargin(db: Db): Promise<WalletStateRow[]> {
-  return db.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin']).where('margin', '>', '0').execute();
+/** Balance and margin of up to `limit` wallets with open positions (margin > 0) with ids above `after`, by id. */
+export async function walletsWithMarginAfter(db: Db, after: string, limit: number): Promise<WalletStateRow[]> {
+  return db.selectFrom('wallets').select(['id', 'userId', 'type', 'balance', 'margin'])
+    .where('margin', '>', '0').where('id', '>', after).orderBy('id').limit(limit).execute();
 }
 
 export async function walletStates(db: Db | Trx, walletIds: string[]): Promise<WalletStateRow[]> {

@@ -139,10 +139,12 @@ describe('RiskBook', () => {
 
 describe('textToCents (the resync compares every wallet with positions in cents)', () => {
   it('reads numeric(20,2) text exactly and refuses every other form', () => {
-    expect(['0.00', '12.30', '-12.30', '1000000.05', '99999999999999999.99', '-0.01'].map(textToCents))
-      .toEqual([0n, 1230n, -1230n, 100000005n, 9999999999999999999n, -1n]);
+    expect(['0.00', '12.30', '-12.30', '1000000.05', '999999999999999999.99', '-999999999999999999.99', '-0.01'].map(textToCents))
+      .toEqual([0n, 1230n, -1230n, 100000005n, 99999999999999999999n, -99999999999999999999n, -1n]);
     for (const t of ['12.3', '12', '12.300', '1e3', ' 1.00', '+1.00', '', 'NaN']) expect(textToCents(t)).toBeUndefined();
-    // the same as the decimal library's reading, for values it reads
-    for (const t of ['0.00', '12.30', '-12.30', '1000000.05']) expect(centsToDecimal(textToCents(t)!).eq(new Decimal(t))).toBe(true);
+    // the same as the decimal library's reading
+    for (const t of ['0.00', '12.30', '-12.30', '1000000.05', '999999999999999999.99', '-999999999999999999.99']) {
+      expect(centsToDecimal(textToCents(t)!).eq(new Decimal(t))).toBe(true);
+    }
   });
 });

@@ -198,17 +198,22 @@ describe('balances changed outside trading', () => {
 
   it('the resync reads the wallets with positions page by page and misses none', async () => {
     const users = [];
+    const orders: string[] = [];
     for (let i = 0; i < 3; i++) {
       const u = await fundedUser(t.app, '2000.00');
-      await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' });
+      orders.push((await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' })).id);
       users.push(u);
     }
-    // Changed behind the engine's back (an adjustment tells it nothing): the last one is on a later page.
+    // Changed behind the engine's back (an adjustment tells it nothing), and forgotten by the
+    // book: only the paged read of the database can bring them back.
     for (const u of users) {
       await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: u.user.id, walletType: 'live', amount: '-900.00', reason: 'test' }, { token: admin.token, key: newKey() });
     }
+    for (const id of orders) t.services.trading.book.removeOrder(id);
+    expect(users.map((u) => bookBalance(u.user.id))).toEqual([undefined, undefined, undefined]);
     await t.services.trading.engine.syncNow(1); // one wallet per read
     expect(users.map((u) => bookBalance(u.user.id))).toEqual([110000n, 110000n, 110000n]);
+    expect(orders.every((id) => t.services.trading.book.orders.has(id))).toBe(true);
   });
 
   it('a drop below stop-out through an adjustment alone is stopped out at the resync', async () => {

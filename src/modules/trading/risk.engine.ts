@@ -536,6 +536,7 @@ export class RiskEngine implements TradingObserver {
    * other processes, and any drift between the book and the orders table.
    */
   private async resync(pageSize = RESYNC_PAGE): Promise<void> {
+    pageSize = Math.max(1, Math.floor(pageSize));
     const seqs = new Map<string, number>();
     for (const w of this.book.wallets.values()) seqs.set(w.id, w.seq);
     const reload: string[] = [];
@@ -547,8 +548,10 @@ export class RiskEngine implements TradingObserver {
     // In pages: 50,000 wallets with positions in one read and one loop held the leader's
     // event loop for a fifth of a second every interval (bench/FINDINGS.md, fifth round). A
     // wallet the book changed meanwhile has a new seq and is skipped, as one changed since
-    // the read always was.
+    // the read always was. The engine's queue waits for the whole resync, as it waited for
+    // the single read before (a quote meanwhile is applied when it ends, the latest one).
     for (let after = '0'; ;) {
+      if (!this.active) return; // stopping: no fallback reload of everything below
       const rows = await walletsWithMarginAfter(this.db, after, pageSize);
       for (const r of rows) {
         seen.add(r.id);
@@ -560,7 +563,7 @@ export class RiskEngine implements TradingObserver {
         if (seqs.get(r.id) !== w.seq) continue;
         if (!same(w.marginCents, r.margin) || !same(w.balanceCents, r.balance)) reload.push(r.id);
       }
-      if (rows.length < pageSize) break;
+      if (rows.length < pageSize || rows.length === 0) break;
       after = rows[rows.length - 1]!.id;
     }
     for (const [id, seq] of seqs) if (!seen.has(id) && this.book.wallets.get(id)?.seq === seq) reload.push(id);

@@ -38,3 +38,13 @@ export async function createTestDatabase(): Promise<{ url: string; drop: () => P
     },
   };
 }
+
+/** A connection LISTENing on `channel`: the payloads it received, in order. */
+export async function listenTo(url: string, channel: string): Promise<{ notices: string[]; end: () => Promise<void> }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const notices: string[] = [];
+  client.on('notification', (n) => notices.push(n.payload ?? ''));
+  await client.query(`LISTEN ${channel}`);
+  return { notices, end: () => client.end() };
+}

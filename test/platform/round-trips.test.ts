@@ -19,6 +19,7 @@ import { Decimal } from '../../src/platform/money.js';
 import { call, fundedUser, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { makeAdmin, place, setQuote } from '../trading/helpers.js';
 import { roundTrips } from '../helpers/round-trips.js';
+import { listenTo } from '../helpers/db.js';
 
 let t: TestApp;
 beforeAll(async () => { t = await startTestApp(); });
@@ -90,11 +91,8 @@ describe('round trips per money operation', () => {
     const o = await place(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' });
     expect(o.status).toBe(201);
     await call(t.app, 'GET', '/api/v1/wallets', undefined, { token: u.token });
-    const listener = new pg.Client({ connectionString: t.url });
-    await listener.connect();
-    const notices: string[] = [];
-    listener.on('notification', (n) => notices.push(n.payload ?? ''));
-    await listener.query(`LISTEN ${WALLET_CHANNEL}`);
+    const listener = await listenTo(t.url, WALLET_CHANNEL);
+    const { notices } = listener;
     try {
       const cents = (m: string) => BigInt(m.replace('.', ''));
       let freeMargin = '';

@@ -6,7 +6,9 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Decimal } from '../../src/platform/money.js';
+import { WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { listenTo } from '../helpers/db.js';
 import { call, closeLeftovers, expectReconciled, fundedUser, getOrder, makeAdmin, newKey, open, registerUser, setQuote, transactions, wallet, type User } from './helpers.js';
 
 let t: TestApp;
@@ -184,12 +186,35 @@ describe('balances changed outside trading', () => {
     await expectReconciled(t, admin);
   });
 
-  it('an admin adjustment is picked up by the resync', async () => {
+  it('a deposit or an admin adjustment to a wallet with positions notifies the engine on commit; without positions, neither does', async () => {
+    const listener = await listenTo(t.url, WALLET_CHANNEL);
+    const { notices } = listener;
+    try {
+      const u = await fundedUser(t.app, '2000.00');
+      const bare = await fundedUser(t.app, '2000.00');
+      await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' }); // margin 1080.10
+      const walletId = (await t.database.db.selectFrom('wallets').select('id').where('userId', '=', u.user.id).where('type', '=', 'live').executeTakeFirstOrThrow()).id;
+      const before = notices.length;
+      expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '500.00' }, { token: u.token, key: newKey() })).status).toBe(201);
+      expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '500.00' }, { token: bare.token, key: newKey() })).status).toBe(201);
+      await expect.poll(() => notices.slice(before)).toEqual([walletId]);
+      for (let i = 0; i < 100 && bookBalance(u.user.id) !== 250000n; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(bookBalance(u.user.id)).toBe(250000n);
+      const adj = await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: u.user.id, walletType: 'live', amount: '1.00', reason: 'test' }, { token: admin.token, key: newKey() });
+      expect(adj.status).toBe(201);
+      await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: bare.user.id, walletType: 'live', amount: '1.00', reason: 'test' }, { token: admin.token, key: newKey() });
+      await expect.poll(() => notices.slice(before)).toEqual([walletId, walletId]);
+    } finally {
+      await listener.end();
+    }
+  });
+
+  it('an admin adjustment reaches the engine (NOTIFY) before the next quote needs it', async () => {
     const u = await fundedUser(t.app, '2000.00');
     const o = await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' });
     const adj = await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: u.user.id, walletType: 'live', amount: '-900.00', reason: 'test' }, { token: admin.token, key: newKey() });
     expect(adj.status).toBe(201);
-    await t.services.trading.engine.syncNow();
+    for (let i = 0; i < 100 && bookBalance(u.user.id) !== 110000n; i++) await new Promise((r) => setTimeout(r, 20));
     expect(bookBalance(u.user.id)).toBe(110000n);
     expect((await setQuote(t, admin, 'EURUSD', '1.07450', '1.07460')).triggered).toBe(1);
     expect((await getOrder(t, u, o.id)).closeReason).toBe('stop_out');
@@ -204,11 +229,12 @@ describe('balances changed outside trading', () => {
       orders.push((await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' })).id);
       users.push(u);
     }
-    // Changed behind the engine's back (an adjustment tells it nothing), and forgotten by the
-    // book: only the paged read of the database can bring them back.
     for (const u of users) {
       await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: u.user.id, walletType: 'live', amount: '-900.00', reason: 'test' }, { token: admin.token, key: newKey() });
     }
+    // Once their notices are in, the book forgets them: only the paged read of the database can bring them back.
+    for (let i = 0; i < 100 && !users.every((u) => bookBalance(u.user.id) === 110000n); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(users.map((u) => bookBalance(u.user.id))).toEqual([110000n, 110000n, 110000n]);
     for (const id of orders) t.services.trading.book.removeOrder(id);
     expect(users.map((u) => bookBalance(u.user.id))).toEqual([undefined, undefined, undefined]);
     await t.services.trading.engine.syncNow(1); // one wallet per read
@@ -216,7 +242,7 @@ describe('balances changed outside trading', () => {
     expect(orders.every((id) => t.services.trading.book.orders.has(id))).toBe(true);
   });
 
-  it('a drop below stop-out through an adjustment alone is stopped out at the resync', async () => {
+  it('a drop below stop-out through an adjustment alone is stopped out (its notice, at the latest the resync)', async () => {
     const u = await fundedUser(t.app, '2000.00');
     const o = await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' }); // equity 1990.00
     await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: u.user.id, walletType: 'live', amount: '-1460.00', reason: 'test' }, { token: admin.token, key: newKey() });

@@ -62,6 +62,7 @@ export class AdminService {
       const row = await this.financial.updateWalletBalance(input.userId, amount, input.walletType, 'adjustment', { reason: input.reason, adminId: ctx.actorId }, {
         trx, operationId: ctx.operationId, log: ctx.log, note: input.reason,
       });
+      await this.wallets.tellPositions(trx, row);
       await insertAudit(trx, {
         actorId: ctx.actorId, action: 'adjustment', targetUserId: input.userId, operationId: ctx.operationId,
         details: { walletType: input.walletType, amount: formatMoney(amount), reason: input.reason, postingId: row.postingId },

@@ -201,10 +201,11 @@ export class FinancialService {
   }
 
   /**
-   * A deposit as one call of `wallet_deposit` (migration 0007): it claims the idempotency
+   * A deposit as one call of `wallet_deposit` (migration 0007, 0011): it claims the idempotency
    * key (`claim`: IdempotencyService.claimArguments), credits the wallet against the
    * deposit's house account with both postings, and stores the response, the wallet
-   * valued at `positions.quotesJson`. The caller runs `statement` as a transaction of one
+   * valued at `positions.quotesJson`; a wallet with open positions notifies
+   * `positions.notifyChannel`. The caller runs `statement` as a transaction of one
    * round trip (IdempotencyService.executeCall); `finish` writes the `logger.financial`
    * line of a call that changed the wallet.
    */
@@ -212,7 +213,8 @@ export class FinancialService {
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<WalletCallRow> {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_deposit(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('deposit', walletType)}::text,
-                                   ${context.operationId}::text, ${metadata === null ? null : JSON.stringify(metadata)}::text, ${positions.quotesJson}::jsonb)`);
+                                   ${context.operationId}::text, ${metadata === null ? null : JSON.stringify(metadata)}::text, ${positions.quotesJson}::jsonb,
+                                   ${positions.notifyChannel}::text)`);
     return { statement, finish: (row) => this.logCall(row, 'deposit', userId, walletType, amount.toFixed(), context, metadata) };
   }
 

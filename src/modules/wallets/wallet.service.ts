@@ -12,7 +12,7 @@ import type pg from 'pg';
 import type { AppLogger } from '../../platform/logger.js';
 import { Decimal, formatMoney, ZERO } from '../../platform/money.js';
 import type { FinancialService, MoneyCallPlan, PositionsInput } from './financial.service.js';
-import { SQLSTATE, sqlState } from '../../platform/transaction.service.js';
+import { notifyOnCommit, SQLSTATE, sqlState } from '../../platform/transaction.service.js';
 import { findWallet, findWallets, listPostings, type WalletChangeRow } from './ledger.repository.js';
 
 export interface Valuation {
@@ -139,6 +139,16 @@ export class WalletService {
     private readonly router: ReadRouter = new ReadRouter({ primary: db }),
   ) {}
 
+  /**
+   * Inside a transaction that changed a wallet outside the money calls (a hook's deposit,
+   * an admin adjustment): a wallet with open positions tells the risk engine on commit,
+   * as the calls do (`positions().notifyChannel`).
+   */
+  async tellPositions(trx: Trx, row: { id: string; margin: string }): Promise<void> {
+    const channel = this.positions().notifyChannel;
+    if (channel && new Decimal(row.margin).gt(0)) await notifyOnCommit(trx, channel, row.id);
+  }
+
   /** Registers an in-transaction hook run by every deposit (the referral module's signup bonus). */
   onDeposit(hook: DepositHook, mayAct: DepositHookFilter = async () => true): void {
     this.depositHooks.push({ hook, mayAct });
@@ -210,6 +220,7 @@ export class WalletService {
       const raw = first[0]?.rows[0] as Record<string, unknown> | undefined;
       const valuation = raw ? this.positionsOf(first[1], String(raw.id)) : undefined;
       const row = await plan.finish(raw);
+      await this.tellPositions(trx, row);
       const transaction = this.changeToTransaction(row, 'deposit', value.toFixed(), ctx.operationId, { metadata });
       let latest = row;
       for (const { hook } of this.depositHooks) {

@@ -100,7 +100,7 @@ export const WALLET_JSON = `'{"type":' || to_json(w.type)::text
         || '","updatedAt":"' || CASE WHEN w.updated_at = created THEN t ELSE iso_time(w.updated_at) END || '"}'`;
 
 /** SQL expression: the common head of API.md's `transaction` (the posting in posting_id, created). */
-const transactionHead = (type: string, amount: string) => `'{"id":"' || posting_id::text
+export const transactionHead = (type: string, amount: string) => `'{"id":"' || posting_id::text
         || '","type":"${type}","amount":"' || round(${amount}, 2)::text
         || '","balanceAfter":"' || round(w.balance, 2)::text
         || '","createdAt":"' || t

@@ -130,7 +130,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   const security = await registerSecurity(app, config);
   const metrics = new Metrics({ tx, idempotency, pool: database.pool, rateLimitRejections: security.rejections });
   // The referral program lives inside the deposit's and the close's own transactions.
-  const referrals = new ReferralService(database.db, financial, config.referral, reads);
+  const referrals = new ReferralService(database.db, financial, config.referral, reads, wallets);
   wallets.onDeposit(referrals.onDeposit, referrals.mayActOnDeposit);
   // Referrer chains loaded in the background at start: a user's first close reads none.
   app.addHook('onReady', async () => {

@@ -8,6 +8,8 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, newKey, registerUser, startTestApp, type TestApp } from '../helpers/app.js';
 import { roundTrips } from '../helpers/round-trips.js';
+import { listenTo } from '../helpers/db.js';
+import { WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
 import { close, expectReconciled, getOrder, makeAdmin, open, setQuote, wallet, type User } from '../trading/helpers.js';
 
 const lines: Record<string, unknown>[] = [];
@@ -137,5 +139,28 @@ describe("a referred user's close", () => {
     expect(lines.filter((l) => l.msg === 'financial referral_commission' && (l.metadata as { orderId?: string }).orderId === order.id)).toHaveLength(3);
     await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
     await expectReconciled(t, admin);
+  });
+
+  it("tells the risk engine of a referrer's wallet with positions that a bonus or a commission credited it", async () => {
+    const b = await registerUser(t.app);
+    const c = await registerUser(t.app, { referralCode: b.user.referralCode });
+    const d = await registerUser(t.app, { referralCode: c.user.referralCode });
+    // c trades: its wallet has positions.
+    expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '99.00' }, { token: c.token, key: newKey() })).status).toBe(201);
+    await open(t, c, { symbol: 'EURUSD', side: 'buy', volume: '0.01' });
+    const walletOf = async (u: User) => (await t.database.db.selectFrom('wallets').select('id').where('userId', '=', u.user.id).where('type', '=', 'live').executeTakeFirstOrThrow()).id;
+    const cWallet = await walletOf(c);
+    const listener = await listenTo(t.url, WALLET_CHANNEL);
+    try {
+      // d's first qualifying deposit: c gets the 25.00 bonus (b, without positions, nothing to tell).
+      expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '5000.00' }, { token: d.token, key: newKey() })).status).toBe(201);
+      await expect.poll(() => listener.notices).toEqual([cWallet]);
+      // d's close: c gets a level-1 commission; b a level-2 one (no positions: no notice).
+      const order = await open(t, d, { symbol: 'EURUSD', side: 'sell', volume: '1.00' });
+      expect((await close(t, d, order.id)).status).toBe(200);
+      await expect.poll(() => listener.notices).toEqual([cWallet, cWallet]);
+    } finally {
+      await listener.end();
+    }
   });
 });

@@ -186,7 +186,7 @@ describe('balances changed outside trading', () => {
     await expectReconciled(t, admin);
   });
 
-  it('a deposit or an admin adjustment to a wallet with positions notifies the engine on commit; without positions, neither does', async () => {
+  it('a deposit, an admin adjustment or an incoming transfer to a wallet with positions notifies the engine on commit; without positions, none does', async () => {
     const listener = await listenTo(t.url, WALLET_CHANNEL);
     const { notices } = listener;
     try {
@@ -204,6 +204,12 @@ describe('balances changed outside trading', () => {
       expect(adj.status).toBe(201);
       await call(t.app, 'POST', '/api/v1/admin/adjustments', { userId: bare.user.id, walletType: 'live', amount: '1.00', reason: 'test' }, { token: admin.token, key: newKey() });
       await expect.poll(() => notices.slice(before)).toEqual([walletId, walletId]);
+      // A transfer to the wallet with positions: its recipient's notice (the sender has none).
+      const tr = await call(t.app, 'POST', '/api/v1/wallets/live/transfer', { toAccountNumber: u.user.accountNumber, amount: '3.00' }, { token: bare.token, key: newKey() });
+      expect(tr.status).toBe(201);
+      await expect.poll(() => notices.slice(before)).toEqual([walletId, walletId, walletId]);
+      for (let i = 0; i < 100 && bookBalance(u.user.id) !== 250400n; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(bookBalance(u.user.id)).toBe(250400n); // 2000 + 500 + 1 + 3
     } finally {
       await listener.end();
     }

@@ -15,7 +15,7 @@ import { preparedSql } from '../../platform/db/inline.js';
 import { sql } from 'kysely';
 import type { FinancialService } from '../wallets/financial.service.js';
 import type { WalletChangeRow } from '../wallets/ledger.repository.js';
-import type { DepositEvent } from '../wallets/wallet.service.js';
+import type { DepositEvent, WalletService } from '../wallets/wallet.service.js';
 import type { CloseHookCall } from '../trading/index.js';
 import { claimSignupBonus, listCommissions, paidRefereesAfter, referralStats, referrerChain, referrerChainsAfter } from './referral.repository.js';
 
@@ -68,6 +68,8 @@ export class ReferralService {
     private readonly settings: ReferralSettings,
     // Read routing (issue 7): stats and commission lists may come from a replica.
     private readonly router: ReadRouter = new ReadRouter({ primary: db }),
+    // The risk engine hears of credits to wallets with open positions (the trading module's channel).
+    private readonly positions: Pick<WalletService, 'tellPositions' | 'positions'> | undefined = undefined,
   ) {}
 
   /**
@@ -89,9 +91,11 @@ export class ReferralService {
     }
     const context = { trx, operationId: e.operationId, log: e.log };
     if (new Decimal(this.settings.bonusReferrer).gt(0)) {
-      await this.financial.updateWalletBalance(referrerId, this.settings.bonusReferrer, 'live', 'referral_bonus', { refereeId: e.userId, role: 'referrer' }, context);
+      const credited = await this.financial.updateWalletBalance(referrerId, this.settings.bonusReferrer, 'live', 'referral_bonus', { refereeId: e.userId, role: 'referrer' }, context);
+      await this.positions?.tellPositions(trx, credited);
     }
     if (new Decimal(this.settings.bonusReferee).gt(0)) {
+      // The referee's wallet is the deposit's, whose notice (if it has positions) covers this credit too.
       return this.financial.updateWalletBalance(e.userId, this.settings.bonusReferee, 'live', 'referral_bonus', { referrerId, role: 'referee' }, context);
     }
   };
@@ -112,8 +116,9 @@ export class ReferralService {
     for (let i = 0; i < 3 && chain[i]; i++) levels.push([chain[i]!, this.settings.rates[i]!]);
     if (levels.length === 0) return undefined;
     const json = JSON.stringify(levels);
+    const channel = this.positions?.positions().notifyChannel ?? null;
     return {
-      statement: (orderId, operationId) => preparedSql(sql`SELECT * FROM referral_commissions_pay(${orderId}::bigint, ${operationId}::text, ${json}::jsonb)`),
+      statement: (orderId, operationId) => preparedSql(sql`SELECT * FROM referral_commissions_pay(${orderId}::bigint, ${operationId}::text, ${json}::jsonb, ${channel}::text)`),
       finish: (rows, { orderId, operationId, log }) => {
         for (const r of rows as CommissionRow[]) {
           this.financial.logWalletCredit('referral_commission', String(r.referrer_id), 'live', new Decimal(String(r.amount)).toFixed(),

@@ -16,10 +16,12 @@ import { sql, type Kysely } from 'kysely';
  * `logger.financial` lines.
  *
  * `p_levels`: `[[referrerId, rate], …]` from level 1, as JSON (ids and rates as text).
+ * `p_notify`: the risk engine's channel, told of each credited wallet with open positions
+ * (NULL: nobody listens).
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
-    CREATE FUNCTION referral_commissions_pay(p_order_id bigint, p_operation_id text, p_levels jsonb,
+    CREATE FUNCTION referral_commissions_pay(p_order_id bigint, p_operation_id text, p_levels jsonb, p_notify text DEFAULT NULL,
       OUT level int, OUT referrer_id bigint, OUT amount numeric, OUT old_balance numeric, OUT new_balance numeric, OUT posting_id bigint)
     RETURNS SETOF record
     LANGUAGE plpgsql AS $$
@@ -61,11 +63,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
         VALUES (entry, 'live', NULL, 'referral_commissions', 'referral_commission', -referral_commissions_pay.amount, NULL, p_operation_id, o.id, meta);
         INSERT INTO referral_commissions (order_id, level, referrer_id, referee_id, amount, posting_id, operation_id)
         VALUES (o.id, lv.n, referral_commissions_pay.referrer_id, o.user_id, referral_commissions_pay.amount, referral_commissions_pay.posting_id, p_operation_id);
+        -- A referrer's wallet with positions: the risk engine learns of the credit on commit.
+        IF w.margin > 0 AND p_notify IS NOT NULL THEN PERFORM pg_notify(p_notify, w.id::text); END IF;
         RETURN NEXT;
       END LOOP;
     END $$`.execute(db);
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
-  await sql`DROP FUNCTION referral_commissions_pay(bigint, text, jsonb)`.execute(db);
+  await sql`DROP FUNCTION referral_commissions_pay(bigint, text, jsonb, text)`.execute(db);
 }

@@ -152,7 +152,7 @@ describe("a referred user's close", () => {
     const cWallet = await walletOf(c);
     const listener = await listenTo(t.url, WALLET_CHANNEL);
     try {
-      // d's first qualifying deposit: c gets the 25.00 bonus (b, without positions, nothing to tell).
+      // d's first qualifying deposit: c, its referrer, gets the 25.00 bonus (d's own wallet has no positions: no notice).
       expect((await call(t.app, 'POST', '/api/v1/wallets/live/deposit', { amount: '5000.00' }, { token: d.token, key: newKey() })).status).toBe(201);
       await expect.poll(() => listener.notices).toEqual([cWallet]);
       // d's close: c gets a level-1 commission; b a level-2 one (no positions: no notice).

@@ -177,8 +177,10 @@ export async function marginMismatches(db: Db) {
 }
 
 /**
- * The risk engine's channel: a wallet with positions changed outside trading (a withdrawal
- * or a transfer, NOTIFYed by their calls, migration 0007); the payload is the wallet id.
+ * The risk engine's channel: a wallet with positions changed outside trading (a deposit, a
+ * withdrawal, either side of a transfer, an admin adjustment, a referral bonus or
+ * commission; migrations 0007, 0010–0012 and WalletService.tellPositions); the payload is
+ * the wallet id.
  */
 export const WALLET_CHANNEL = 'trading_wallet';
 

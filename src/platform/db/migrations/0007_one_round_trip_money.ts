@@ -205,6 +205,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   // ascending id order. Rejections: 'wallet' (the sender has none), 'recipient' (no such
   // account), 'funds', 'free_margin'; a transfer to oneself is a 400 that is never
   // stored: it raises SQLSTATE 'TS400', which rolls everything back, key included.
+  // (Migration 0012 adds the recipient's notice to this function.)
   await sql.raw(`
     CREATE FUNCTION wallet_transfer(${KEY_PARAMETERS},
       p_type text, p_to text, p_amount numeric, p_operation_id text, p_note text, p_quotes jsonb, p_rejections jsonb, p_notify text,

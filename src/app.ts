@@ -136,7 +136,7 @@ export async function buildApp(deps: AppDeps): Promise<{ app: FastifyInstance; s
   app.addHook('onReady', async () => {
     referrals.preload().then((n) => log.debug({ users: n }, 'referrer chains preloaded'), (err: unknown) => log.warn({ err }, 'could not preload referrer chains'));
   });
-  trading.onOrderClosed({ mayAct: referrals.mayActOnClose, inCall: referrals.closeCall });
+  trading.onOrderClosed({ inCall: referrals.closeCall });
   metrics.wsSessionCount = () => trading.streams.size;
   metrics.stopOutCount = () => trading.orders.stopOuts;
   trading.streams.onPush = (sessions, seconds) => metrics.observePush(sessions, seconds);

@@ -15,6 +15,7 @@ import type { UserStateCache } from '../../src/modules/auth/user-state.cache.js'
 import { Instruments } from '../../src/modules/trading/instruments.js';
 import { QuoteBook } from '../../src/modules/trading/quote.book.js';
 import { StreamHub, type Session } from '../../src/modules/trading/stream.hub.js';
+import { sleep } from '../helpers/server-process.js';
 
 /** A socket whose every write keeps the CPU busy for `costMs`. */
 function slowSocket(costMs: number) {
@@ -38,7 +39,6 @@ function slowSocket(costMs: number) {
 }
 
 const silent = { info: () => undefined, warn: () => undefined, error: () => undefined } as unknown as AppLogger;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('StreamHub push', () => {
   it('writes in slices with the event loop running in between, each due session once', async () => {

@@ -110,7 +110,7 @@ export class ReferralService {
    * of each commission paid. `db`: the close's transaction, if it has begun (a chain not in
    * memory is read there, not on another connection while the close holds its locks).
    */
-  closeCall = async (userId: string, db: Db | Trx = this.db): Promise<CloseHookCall | undefined> => {
+  closeCall = async (userId: string, db: Db | Trx): Promise<CloseHookCall | undefined> => {
     const chain = await this.chainOf(db, userId);
     const levels: [string, string][] = [];
     for (let i = 0; i < 3 && chain[i]; i++) levels.push([chain[i]!, this.settings.rates[i]!]);
@@ -121,9 +121,8 @@ export class ReferralService {
       statement: (orderId, operationId) => preparedSql(sql`SELECT * FROM referral_commissions_pay(${orderId}::bigint, ${operationId}::text, ${json}::jsonb, ${channel}::text)`),
       finish: (rows, { orderId, operationId, log }) => {
         for (const r of rows as CommissionRow[]) {
-          this.financial.logWalletCredit('referral_commission', String(r.referrer_id), 'live', new Decimal(String(r.amount)).toFixed(),
-            { oldBalance: String(r.old_balance), balance: String(r.new_balance), postingId: String(r.posting_id) },
-            { level: Number(r.level), refereeId: userId, orderId }, { operationId, log, orderId });
+          this.financial.logCall(r, 'referral_commission', String(r.referrer_id), 'live', new Decimal(String(r.amount)).toFixed(),
+            { operationId, log, orderId }, { level: Number(r.level), refereeId: userId, orderId });
         }
       },
     };

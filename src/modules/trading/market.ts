@@ -221,7 +221,6 @@ export class Market implements AccountEvents {
   }
 
   async stop(): Promise<void> {
-    this.flushEvents();
     for (const [id, w] of this.waiting) {
       clearTimeout(w.timer);
       w.resolve({ to: this.origin, id, ok: false, code: 'SERVICE_UNAVAILABLE', message: 'The server is shutting down' });
@@ -232,7 +231,7 @@ export class Market implements AccountEvents {
       this.soleLeader = false;
       await this.d.unlead();
     }
-    this.flushEvents(); // the events of closes the engine finished while it stopped
+    this.flushEvents(); // this turn's events, and those of closes the engine finished while it stopped
     await Promise.all([...this.publishing]); // before the broadcast's connection closes
   }
 

@@ -96,12 +96,9 @@ export interface CloseHookCall {
 /**
  * What a module does on every close (user, stop-loss, take-profit, stop-out), in the
  * close's transaction, as a statement in the close's round trip (the referral
- * commissions). `mayAct` false: it certainly does nothing for this user's closes, so a
- * user's close does not ask for the statement (the risk engine's closes always ask:
- * `mayAct` may read on the pool, and they hold their locks by then).
+ * commissions).
  */
 export interface CloseHook {
-  mayAct(userId: string): Promise<boolean>;
   /** The statement for this user's closes; undefined: nothing to do. `db` is the close's transaction where there is one. */
   inCall(userId: string, db: Db | Trx): Promise<CloseHookCall | undefined>;
 }
@@ -123,7 +120,7 @@ export interface ClosedOrder {
   order: OrderRow;
   /** The wallet after the close (balance, margin, realized profit). */
   wallet: WalletChangeRow;
-  /** Its remaining open positions, when the close was asked to read them. */
+  /** Its remaining open positions (a user's close reads them; the engine's do not). */
   valuation?: Valuation;
 }
 
@@ -416,12 +413,7 @@ export class OrderService {
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
     // An id that cannot exist: 404, stored under the key like any rejection.
     if (!ORDER_ID.test(orderId)) return this.idempotency.execute(key, async () => { throw new NotFoundError('Order'); }, { operation: 'close_order', log: ctx.log });
-    const calls: CloseHookCall[] = [];
-    for (const h of this.closeHooks) {
-      if (!(await h.mayAct(ctx.userId))) continue;
-      const call = await h.inCall(ctx.userId, this.db);
-      if (call) calls.push(call);
-    }
+    const calls = await this.hookCalls(ctx.userId, this.db);
     const statement = () => [preparedSql(sql`
       SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
         ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`),
@@ -485,11 +477,7 @@ export class OrderService {
    * balance protection on a loss), then the close hooks — all in the caller's transaction.
    */
   private async closeLocked(trx: Trx, order: OrderRow, closePrice: Decimal, reason: CloseReason, operationId: string, log: AppLogger): Promise<ClosedOrder> {
-    const calls: CloseHookCall[] = [];
-    for (const h of this.closeHooks) {
-      const call = await h.inCall(order.userId, trx);
-      if (call) calls.push(call);
-    }
+    const calls = await this.hookCalls(order.userId, trx);
     // The settlement (order_settle, migration 0009), the hooks' statements (they act only if
     // this operation closed the order) and the closed row in one round trip.
     const [settled, ...results] = await queryBatch([orderSettleSql(order.id, { closePrice: closePrice.toFixed(), closeReason: reason, operationId }),
@@ -501,6 +489,16 @@ export class OrderService {
     finishCalls(calls, results, { orderId: order.id, operationId, log });
     logClosed(event);
     return { order: closedRow, wallet: settlement };
+  }
+
+  /** The close hooks' statements for a close of this user's (in the order registered). */
+  private async hookCalls(userId: string, db: Db | Trx): Promise<CloseHookCall[]> {
+    const calls: CloseHookCall[] = [];
+    for (const h of this.closeHooks) {
+      const call = await h.inCall(userId, db);
+      if (call) calls.push(call);
+    }
+    return calls;
   }
 
   /** The `logger.financial` lines of a settled close, and what its 'order closed' line says. */

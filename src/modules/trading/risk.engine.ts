@@ -563,7 +563,7 @@ export class RiskEngine implements TradingObserver {
         if (seqs.get(r.id) !== w.seq) continue;
         if (!same(w.marginCents, r.margin) || !same(w.balanceCents, r.balance)) reload.push(r.id);
       }
-      if (rows.length < pageSize || rows.length === 0) break;
+      if (rows.length < pageSize) break;
       after = rows[rows.length - 1]!.id;
     }
     for (const [id, seq] of seqs) if (!seen.has(id) && this.book.wallets.get(id)?.seq === seq) reload.push(id);

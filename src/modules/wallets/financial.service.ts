@@ -258,14 +258,8 @@ export class FinancialService {
       { oldBalance: balance, balance, postingId: null }, null);
   }
 
-  /** The `logger.financial` line of a credit a SQL function made (a referral commission: migration 0010). */
-  logWalletCredit(operation: OperationType, userId: string, walletType: WalletType, amount: string,
-    row: { oldBalance: string; balance: string; postingId: string }, metadata: Record<string, unknown>, context: Omit<FinancialContext, 'trx'>): void {
-    logChange(context.log ?? this.log, operation, context.operationId, userId, walletType, { balance: amount, margin: '0', profit: '0' }, row, metadata);
-  }
-
-  /** The `logger.financial` line of a single-wallet call that changed the wallet. */
-  private logCall(row: WalletCallRow, operation: OperationType, userId: string, walletType: WalletType, amount: string,
+  /** The `logger.financial` line of a single-wallet call that changed the wallet (also a referral commission's, migration 0010). */
+  logCall(row: WalletCallRow, operation: OperationType, userId: string, walletType: WalletType, amount: string,
     context: Omit<FinancialContext, 'trx'>, metadata: Record<string, unknown> | null): void {
     if (row.posting_id === null) return; // a stored rejection: nothing changed
     logChange(context.log ?? this.log, operation, context.operationId, userId, walletType, { balance: amount, margin: '0', profit: '0' },

@@ -7,8 +7,8 @@ import { CLAIM, CLAIM_COLUMNS, DECLARE, KEY_PARAMETERS, store, transactionHead, 
  * deposit only at its next resync and could raise a margin call on the balance before it.
  * `wallet_deposit` of 0007 with one more parameter, last and optional (NULL: nobody
  * listens), so its callers' arguments stay valid; everything else is unchanged.
+ * `depositFunction(false)` is 0007's function again (down()).
  */
-/** wallet_deposit with (this migration) or without (0007's) the notice. */
 const depositFunction = (notify: boolean) => `
     CREATE FUNCTION wallet_deposit(${KEY_PARAMETERS},
       p_type text, p_amount numeric, p_house text, p_operation_id text, p_metadata text, p_quotes jsonb${notify ? ', p_notify text DEFAULT NULL' : ''},

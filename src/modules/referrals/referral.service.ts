@@ -147,8 +147,8 @@ export class ReferralService {
 
   /**
    * Reads the users' chains, and the referees whose bonus was paid, in pages of
-   * `pageSize` by id, in the background at start, so that the hooks' `mayAct` filters
-   * (asked on every close and qualifying deposit) find them in memory; a chain not
+   * `pageSize` by id, in the background at start, so that `closeCall` and the deposit
+   * hook's filter (asked on every close and qualifying deposit) find them in memory; a chain not
    * loaded (a user registered since, a preload still running or failed) is read on first
    * use as before. Neither a chain nor a paid bonus ever changes, so nothing read here
    * goes stale. Fills at most 80 % of the cache, leaving room for the chains read on use.

@@ -171,6 +171,17 @@ export interface TransactionOptions {
   lockTimeoutMs?: number;
   statementTimeoutMs?: number;
   log?: AppLogger;
+  /**
+   * Statements sent right after COMMIT, in the same round trip, as a transaction of their
+   * own with synchronous_commit off: notices (pg_notify) that need not be atomic with
+   * the operation. PostgreSQL serialises the commits of transactions that NOTIFY (one
+   * lock, held through the commit's WAL flush), so a notice inside a money transaction
+   * made every such commit wait for the one before; here it waits for nothing. They run
+   * only when the transaction committed (an error ends the round trip before them); a
+   * connection lost between COMMIT and them loses the notice, so a listener must also
+   * catch up otherwise (the risk engine's periodic resync). One statement per element.
+   */
+  afterCommit?: readonly string[];
 }
 
 export interface TransactionSettings {
@@ -346,9 +357,15 @@ export class TransactionService {
     }
   }
 
-  /** Sends `text` ending in COMMIT; PostgreSQL answers COMMIT with ROLLBACK when an earlier error aborted the transaction. */
-  private static async commit(client: pg.PoolClient, text: string): Promise<pg.QueryResult[]> {
-    const results = await send(client, text);
+  /**
+   * Sends `text` ending in COMMIT, then `afterCommit` (TransactionOptions) in a transaction of
+   * its own; returns the results up to COMMIT's. PostgreSQL answers COMMIT with ROLLBACK
+   * when an earlier error aborted the transaction.
+   */
+  private static async commit(client: pg.PoolClient, text: string, afterCommit: readonly string[] = []): Promise<pg.QueryResult[]> {
+    const after = afterCommit.length ? `; BEGIN; SET LOCAL synchronous_commit = off; ${afterCommit.join('; ')}; COMMIT` : '';
+    const all = await send(client, text + after);
+    const results = afterCommit.length ? all.slice(0, -(afterCommit.length + 3)) : all;
     if (results[results.length - 1]!.command === 'ROLLBACK') throw new Error('transaction was aborted and rolled back');
     return results;
   }
@@ -357,7 +374,7 @@ export class TransactionService {
   private async runBatchOnce(statements: string | (() => string), options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
     return this.attempt(async (client) => {
       const text = typeof statements === 'string' ? statements : statements();
-      const results = await TransactionService.commit(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${text}; COMMIT`);
+      const results = await TransactionService.commit(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${text}; COMMIT`, options.afterCommit);
       return results.slice(BEGIN_STATEMENTS, -1);
     });
   }
@@ -379,7 +396,7 @@ export class TransactionService {
         prelude: results.slice(BEGIN_STATEMENTS), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
       };
       const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
-      await TransactionService.commit(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);
+      await TransactionService.commit(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`, options.afterCommit);
       // Only after a PREPARE batch that failed (a tolerated prelude error). The transaction
       // committed: a failure here discards the connection, it does not fail the operation.
       await resyncPrepared(client).catch(onDiscard);

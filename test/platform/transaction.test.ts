@@ -4,9 +4,11 @@ import { ServiceUnavailableError } from '../../src/platform/errors.js';
 import { TransactionService } from '../../src/platform/transaction.service.js';
 import { createDatabase, type DatabaseHandle } from '../../src/platform/db/database.js';
 import { createLogger } from '../../src/platform/logger.js';
-import { createTestDatabase } from '../helpers/db.js';
+import { createTestDatabase, listenTo } from '../helpers/db.js';
+import { roundTrips } from '../helpers/round-trips.js';
 
 let database: DatabaseHandle;
+let url: string;
 let drop: () => Promise<void>;
 const log = createLogger({ level: 'silent' });
 const settings = { lockTimeoutMs: 5000, statementTimeoutMs: 15000 };
@@ -14,6 +16,7 @@ const settings = { lockTimeoutMs: 5000, statementTimeoutMs: 15000 };
 beforeAll(async () => {
   const created = await createTestDatabase();
   drop = created.drop;
+  url = created.url;
   database = createDatabase(created.url, { max: 10, min: 0, acquireTimeoutMs: 10_000, idleTimeoutMs: 1000 });
   await sql`CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)`.execute(database.db);
   await sql`INSERT INTO counters VALUES (1, 0), (2, 0)`.execute(database.db);
@@ -168,5 +171,41 @@ describe('a connection lost while checked out', () => {
     client.release(err as Error);
     const next = await tx.executeWithRetry(async (trx) => (await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(trx)).rows[0]!.pid);
     expect(next).not.toBe(pid); // the pool discarded it
+  });
+});
+
+describe('statements after COMMIT (afterCommit)', () => {
+  const notice = (tag: string) => `SELECT pg_notify('tx_after', '${tag}:' || n || ':' || current_setting('synchronous_commit')) FROM counters WHERE id = 1`;
+
+  it('run in the same round trip once the transaction committed, in a transaction of their own, and never after a failed one', async () => {
+    const tx = new TransactionService(database, settings, log);
+    const listener = await listenTo(url, 'tx_after');
+    try {
+      const before = await counter(1);
+      // A call: one round trip; only the transaction's results come back; the notice sees what it committed.
+      let results: Awaited<ReturnType<TransactionService['executeBatchWithRetry']>> = [];
+      const trips = await roundTrips(async () => {
+        results = await tx.executeBatchWithRetry('UPDATE counters SET n = n + 1 WHERE id = 1 RETURNING n', { afterCommit: [notice('batch')] });
+      });
+      expect(trips.count).toBe(1);
+      expect(trips.texts[0]).toMatch(/; COMMIT; BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify\('tx_after', 'batch:'.*; COMMIT$/);
+      expect(results).toHaveLength(1);
+      expect(results[0]!.rows).toEqual([{ n: before + 1 }]);
+      // A function's transaction: after its COMMIT too.
+      await tx.executeWithRetry(async (trx) => { await sql`UPDATE counters SET n = n + 1 WHERE id = 1`.execute(trx); }, { afterCommit: [notice('fn')] });
+      // Failures: the statements after COMMIT never run.
+      await expect(tx.executeBatchWithRetry('UPDATE counters SET n = n + 1 WHERE id = 1; SELECT 1 / 0', { afterCommit: [notice('failed-batch')] })).rejects.toThrow(/division by zero/);
+      await expect(tx.executeWithRetry(async (trx) => {
+        await sql`UPDATE counters SET n = n + 1 WHERE id = 1`.execute(trx);
+        throw new Error('no');
+      }, { afterCommit: [notice('failed-fn')] })).rejects.toThrow('no');
+      // Notices arrive in commit order: once this one is in, any of the failures' would be too.
+      await sql`SELECT pg_notify('tx_after', 'end')`.execute(database.db);
+      await expect.poll(() => listener.notices.at(-1)).toBe('end');
+      expect(listener.notices).toEqual([`batch:${before + 1}:off`, `fn:${before + 2}:off`, 'end']);
+      expect(await counter(1)).toBe(before + 2);
+    } finally {
+      await listener.end();
+    }
   });
 });

@@ -91,10 +91,29 @@ export interface PositionsInput {
   notifyChannel: string | null;
 }
 
-/** A money call (migration 0007): its statement, and the log line of its row. */
+/** A money call (migration 0007): its statement, its notices, and the log line of its row. */
 export interface MoneyCallPlan<R> {
   statement: string;
+  /** Notices to send after the call's COMMIT (TransactionOptions.afterCommit). */
+  afterCommit: string[];
   finish(row: R): void;
+}
+
+/**
+ * After a money call's commit: the id of each wallet it changed that holds open positions,
+ * on `channel` (the risk engine's), so the engine re-reads it at once rather than at its
+ * next resync. The user's wallet of `walletType` and, for a transfer, the recipient's.
+ * The calls can send this notice themselves (`p_notify`), but inside the transaction it
+ * serialised every such commit (TransactionOptions.afterCommit); the calls get NULL. A
+ * replay or a stored rejection notifies too: the engine re-reads a wallet that did not change.
+ */
+function walletNotices(channel: string | null, userId: string, walletType: WalletType, toAccountNumber?: string): string[] {
+  if (channel === null) return [];
+  const users = toAccountNumber === undefined
+    ? sql`${userId}::bigint`
+    : sql`${userId}::bigint, (SELECT u.id FROM users u WHERE u.account_number = ${toAccountNumber}::text)`;
+  return [preparedSql(sql`SELECT pg_notify(${channel}::text, w.id::text) FROM wallets w
+                          WHERE w.user_id IN (${users}) AND w.type = ${walletType}::text AND w.margin > 0`)];
 }
 
 /** The row of wallet_deposit and wallet_withdraw after the claim's columns (node-postgres, snake_case); null when nothing changed. */
@@ -204,8 +223,8 @@ export class FinancialService {
    * A deposit as one call of `wallet_deposit` (migration 0007, 0011): it claims the idempotency
    * key (`claim`: IdempotencyService.claimArguments), credits the wallet against the
    * deposit's house account with both postings, and stores the response, the wallet
-   * valued at `positions.quotesJson`; a wallet with open positions notifies
-   * `positions.notifyChannel`. The caller runs `statement` as a transaction of one
+   * valued at `positions.quotesJson`; after the commit a wallet with open positions notifies
+   * `positions.notifyChannel` (`afterCommit`). The caller runs `statement` as a transaction of one
    * round trip (IdempotencyService.executeCall); `finish` writes the `logger.financial`
    * line of a call that changed the wallet.
    */
@@ -214,21 +233,29 @@ export class FinancialService {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_deposit(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('deposit', walletType)}::text,
                                    ${context.operationId}::text, ${metadata === null ? null : JSON.stringify(metadata)}::text, ${positions.quotesJson}::jsonb,
-                                   ${positions.notifyChannel}::text)`);
-    return { statement, finish: (row) => this.logCall(row, 'deposit', userId, walletType, amount.toFixed(), context, metadata) };
+                                   NULL::text)`);
+    return {
+      statement,
+      afterCommit: walletNotices(positions.notifyChannel, userId, walletType),
+      finish: (row) => this.logCall(row, 'deposit', userId, walletType, amount.toFixed(), context, metadata),
+    };
   }
 
   /**
    * A withdrawal as one call of `wallet_withdraw` (migration 0007), like planDepositCall:
    * the amount must be withdrawable (`min(balance - margin, freeMargin)`), else the call
-   * stores the rejection. A wallet with open positions notifies `positions.notifyChannel`.
+   * stores the rejection. After the commit a wallet with open positions notifies `positions.notifyChannel`.
    */
   planWithdrawCall(userId: string, walletType: WalletType, amount: Decimal,
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<WalletCallRow> {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_withdraw(${claim}, ${walletType}::text, ${amount.toFixed()}::numeric, ${houseAccountFor('withdrawal', walletType)}::text,
-                                    ${context.operationId}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
-    return { statement, finish: (row) => this.logCall(row, 'withdrawal', userId, walletType, amount.neg().toFixed(), context, null) };
+                                    ${context.operationId}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, NULL::text)`);
+    return {
+      statement,
+      afterCommit: walletNotices(positions.notifyChannel, userId, walletType),
+      finish: (row) => this.logCall(row, 'withdrawal', userId, walletType, amount.neg().toFixed(), context, null),
+    };
   }
 
   /**
@@ -241,7 +268,7 @@ export class FinancialService {
     context: Omit<FinancialContext, 'trx'>, claim: RawBuilder<unknown>, positions: PositionsInput): MoneyCallPlan<TransferCallRow> {
     const statement = preparedSql(sql`
       SELECT * FROM wallet_transfer(${claim}, ${walletType}::text, ${toAccountNumber}::text, ${new Decimal(amount).toFixed()}::numeric, ${context.operationId}::text,
-                                    ${note}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, ${positions.notifyChannel}::text)`);
+                                    ${note}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, NULL::text)`);
     const finish = (row: TransferCallRow) => {
       if (row.posting_id === null) return; // a stored rejection: nothing changed
       (context.log ?? this.log).financial('transfer', {
@@ -249,7 +276,7 @@ export class FinancialService {
         oldBalance: row.old_balance, newBalance: row.new_balance, recipientOldBalance: row.recipient_old_balance, recipientNewBalance: row.recipient_new_balance,
       });
     };
-    return { statement, finish };
+    return { statement, afterCommit: walletNotices(positions.notifyChannel, userId, walletType, toAccountNumber), finish };
   }
 
   /** The `logger.financial` line of an order_open call's margin reservation (migration 0008). */

@@ -258,7 +258,7 @@ export class WalletService {
   private oneCall<R extends object>(key: IdempotencyKey, ctx: RequestContext, operation: string, plan: MoneyCallPlan<R>): Promise<IdempotentOutcome> {
     return this.noteWrite(ctx.userId, (async () => { // read routing
       try {
-        const { outcome, row } = await this.idempotency.executeCall<R>(key, plan.statement, { operation, log: ctx.log });
+        const { outcome, row } = await this.idempotency.executeCall<R>(key, plan.statement, { operation, log: ctx.log, afterCommit: plan.afterCommit });
         if (!outcome.replayed) plan.finish(row);
         return outcome;
       } catch (err) {

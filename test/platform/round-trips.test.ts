@@ -97,8 +97,9 @@ describe('round trips per money operation', () => {
       const cents = (m: string) => BigInt(m.replace('.', ''));
       let freeMargin = '';
       let available = '';
+      const firstKey = newKey();
       const wd = await roundTrips(async () => {
-        const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '10.00' }, { token: u.token, key: newKey() });
+        const r = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '10.00' }, { token: u.token, key: firstKey });
         expect(r.status).toBe(201);
         expect(r.body.data.wallet.marginLevel).not.toBeNull();
         const w = r.body.data.wallet;
@@ -117,10 +118,14 @@ describe('round trips per money operation', () => {
         expect(r.body.error.message).toBe('This would leave the free margin of open positions below 0.00');
       });
       expect(too.count).toBe(1);
-      // A rejection notifies nobody: the next withdrawal's notice is the second one (notices arrive in commit order).
+      // Neither a rejection nor a replay notifies: the next withdrawal's notice is the second one (notices arrive in commit order).
+      const replay = await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '10.00' }, { token: u.token, key: firstKey });
+      expect(replay.headers['idempotent-replayed']).toBe('true');
       expect((await call(t.app, 'POST', '/api/v1/wallets/live/withdraw', { amount: '1.00' }, { token: u.token, key: newKey() })).status).toBe(201);
-      await expect.poll(() => notices.length).toBe(2);
-      expect(notices).toEqual([walletId, walletId]);
+      // A marker after everything: once it is in, every notice before it is too.
+      await sql`SELECT pg_notify(${WALLET_CHANNEL}::text, 'end')`.execute(t.database.db);
+      await expect.poll(() => notices.at(-1)).toBe('end');
+      expect(notices).toEqual([walletId, walletId, 'end']);
     } finally {
       await listener.end();
     }

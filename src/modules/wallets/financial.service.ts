@@ -104,16 +104,18 @@ export interface MoneyCallPlan<R> {
  * on `channel` (the risk engine's), so the engine re-reads it at once rather than at its
  * next resync. The user's wallet of `walletType` and, for a transfer, the recipient's.
  * The calls can send this notice themselves (`p_notify`), but inside the transaction it
- * serialised every such commit (TransactionOptions.afterCommit); the calls get NULL. A
- * replay or a stored rejection notifies too: the engine re-reads a wallet that did not change.
+ * serialised every such commit (TransactionOptions.afterCommit); the calls get NULL. Only
+ * an operation that posted (`operationId`'s postings) notifies: not a replay, whose
+ * postings carry the first request's operation, nor a stored rejection.
  */
-function walletNotices(channel: string | null, userId: string, walletType: WalletType, toAccountNumber?: string): string[] {
+function walletNotices(channel: string | null, operationId: string, userId: string, walletType: WalletType, toAccountNumber?: string): string[] {
   if (channel === null) return [];
   const users = toAccountNumber === undefined
     ? sql`${userId}::bigint`
     : sql`${userId}::bigint, (SELECT u.id FROM users u WHERE u.account_number = ${toAccountNumber}::text)`;
   return [preparedSql(sql`SELECT pg_notify(${channel}::text, w.id::text) FROM wallets w
-                          WHERE w.user_id IN (${users}) AND w.type = ${walletType}::text AND w.margin > 0`)];
+                          WHERE w.user_id IN (${users}) AND w.type = ${walletType}::text AND w.margin > 0
+                            AND EXISTS (SELECT 1 FROM ledger_postings p WHERE p.operation_id = ${operationId}::text)`)];
 }
 
 /** The row of wallet_deposit and wallet_withdraw after the claim's columns (node-postgres, snake_case); null when nothing changed. */
@@ -236,7 +238,7 @@ export class FinancialService {
                                    NULL::text)`);
     return {
       statement,
-      afterCommit: walletNotices(positions.notifyChannel, userId, walletType),
+      afterCommit: walletNotices(positions.notifyChannel, context.operationId, userId, walletType),
       finish: (row) => this.logCall(row, 'deposit', userId, walletType, amount.toFixed(), context, metadata),
     };
   }
@@ -253,7 +255,7 @@ export class FinancialService {
                                     ${context.operationId}::text, ${positions.quotesJson}::jsonb, ${CALL_REJECTIONS}::jsonb, NULL::text)`);
     return {
       statement,
-      afterCommit: walletNotices(positions.notifyChannel, userId, walletType),
+      afterCommit: walletNotices(positions.notifyChannel, context.operationId, userId, walletType),
       finish: (row) => this.logCall(row, 'withdrawal', userId, walletType, amount.neg().toFixed(), context, null),
     };
   }
@@ -276,7 +278,7 @@ export class FinancialService {
         oldBalance: row.old_balance, newBalance: row.new_balance, recipientOldBalance: row.recipient_old_balance, recipientNewBalance: row.recipient_new_balance,
       });
     };
-    return { statement, afterCommit: walletNotices(positions.notifyChannel, userId, walletType, toAccountNumber), finish };
+    return { statement, afterCommit: walletNotices(positions.notifyChannel, context.operationId, userId, walletType, toAccountNumber), finish };
   }
 
   /** The `logger.financial` line of an order_open call's margin reservation (migration 0008). */

@@ -4,8 +4,11 @@
  * balance protection; every triggered close committed before the admin's response,
  * and reconciliation ok after each.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Decimal } from '../../src/platform/money.js';
+import type { AppLogger } from '../../src/platform/logger.js';
+import { REFRESH_BATCH_MS } from '../../src/modules/trading/risk.engine.js';
 import { WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { listenTo } from '../helpers/db.js';
@@ -246,6 +249,49 @@ describe('balances changed outside trading', () => {
     await t.services.trading.engine.syncNow(1); // one wallet per read
     expect(users.map((u) => bookBalance(u.user.id))).toEqual([110000n, 110000n, 110000n]);
     expect(orders.every((id) => t.services.trading.book.orders.has(id))).toBe(true);
+  });
+
+  it('re-reads the wallets notified within REFRESH_BATCH_MS in one query, and before a task submitted after them', async () => {
+    const users = [await fundedUser(t.app, '2000.00'), await fundedUser(t.app, '2000.00'), await fundedUser(t.app, '2000.00')];
+    for (const u of users) await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '1.00' });
+    const ids = await Promise.all(users.map(async (u) => (await t.database.db.selectFrom('wallets').select('id')
+      .where('userId', '=', u.user.id).where('type', '=', 'live').executeTakeFirstOrThrow()).id));
+    await new Promise((r) => setTimeout(r, REFRESH_BATCH_MS * 5)); // the opens' own work is done
+    const engine = t.services.trading.engine;
+    // What the engine's queue runs, in order (its private steps, watched).
+    const ran: string[] = [];
+    const watch = engine as unknown as Record<'refresh' | 'runQuotes', (...a: unknown[]) => Promise<void>>;
+    const original = { refresh: watch.refresh.bind(engine), runQuotes: watch.runQuotes.bind(engine) };
+    vi.spyOn(watch, 'refresh').mockImplementation(async (...a: unknown[]) => {
+      ran.push(`refresh ${[...(a[0] as string[])].sort().join(',')}`);
+      return original.refresh(...a);
+    });
+    try {
+      // Three notices in a row: one read of the three wallets (read as they came: the first alone, the others after it).
+      for (const id of ids) engine.walletChanged(id);
+      await new Promise((r) => setTimeout(r, REFRESH_BATCH_MS * 5));
+      expect(ran).toEqual([`refresh ${[...ids].sort().join(',')}`]);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    // A quote submitted while a refresh gathers: the wallet is re-read first, not when the timer fires.
+    ran.length = 0;
+    vi.spyOn(watch, 'refresh').mockImplementation(async (...a: unknown[]) => {
+      ran.push('refresh');
+      return original.refresh(...a);
+    });
+    vi.spyOn(watch, 'runQuotes').mockImplementation(async (...a: unknown[]) => {
+      ran.push('quote');
+      return original.runQuotes(...a);
+    });
+    try {
+      engine.walletChanged(ids[0]!);
+      await engine.submitAdminQuote({ symbol: 'EURUSD', bid: new Decimal('1.08000'), ask: new Decimal('1.08010') },
+        { actorId: admin.user.id, operationId: randomUUID(), log: t.app.log as unknown as AppLogger });
+      expect(ran).toEqual(['refresh', 'quote']);
+    } finally {
+      vi.restoreAllMocks();
+    }
   });
 
   it('a drop below stop-out through an adjustment alone is stopped out (its notice, at the latest the resync)', async () => {

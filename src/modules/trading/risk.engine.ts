@@ -34,6 +34,15 @@ export interface MarginCallData {
 /** Wallets with positions read per query by the periodic resync. */
 const RESYNC_PAGE = 2_000;
 
+/**
+ * How long a refresh gathers wallets before it reads them. Notices come one per operation
+ * (a deposit to a wallet with positions, an order opened elsewhere…); read one by one,
+ * their re-reads cost a quarter of the deposits a second this machine serves when half
+ * the wallets hold positions (bench/FINDINGS.md, sixth round). A task that must see them
+ * (a quote, a wallet check, a resync) takes them along at once.
+ */
+export const REFRESH_BATCH_MS = 20;
+
 /** Where account events go (the stream hub). */
 export interface AccountEvents {
   orderClosed(userId: string, order: OrderView): void;
@@ -112,6 +121,8 @@ export class RiskEngine implements TradingObserver {
   private running: Promise<void> | undefined;
   private pendingFeed: Extract<Task, { kind: 'quotes' }> | undefined;
   private pendingRefresh: Extract<Task, { kind: 'refresh' }> | undefined;
+  /** Set while pendingRefresh gathers wallets and is not queued yet. */
+  private refreshTimer: NodeJS.Timeout | undefined;
   private pendingChecks: Extract<Task, { kind: 'wallets' }> | undefined;
   private pendingResync = false;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -182,6 +193,7 @@ export class RiskEngine implements TradingObserver {
     this.stopping = true;
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.resyncTimer = undefined;
+    this.releaseRefresh();
     while (this.running) await this.running;
     await this.flushQuotes();
     this.started = false;
@@ -250,7 +262,15 @@ export class RiskEngine implements TradingObserver {
       return;
     }
     this.pendingRefresh = { kind: 'refresh', ids: new Set([walletId]) };
-    this.enqueue(this.pendingRefresh);
+    this.refreshTimer = setTimeout(() => this.releaseRefresh(), REFRESH_BATCH_MS);
+  }
+
+  /** Queues the gathering refresh now (its timer, or a task that must come after it). */
+  private releaseRefresh(): void {
+    if (!this.refreshTimer) return;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.enqueue(this.pendingRefresh!);
   }
 
   // --- after-commit notifications of the order service ---------------------------
@@ -273,6 +293,8 @@ export class RiskEngine implements TradingObserver {
   // --- the queue ----------------------------------------------------------------
 
   private enqueue(task: Task): void {
+    // Wallets notified before this task are re-read before it runs.
+    if (task !== this.pendingRefresh) this.releaseRefresh();
     this.queue.push(task);
     if (this.running) return;
     this.running = (async () => {

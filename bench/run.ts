@@ -41,6 +41,7 @@ import { findPgbench, pgbenchInit, pgbenchRun, type PgbenchResult } from './lib/
 import { cleanupAll, commandOf, cpuBetween, cpuSnapshot, dataSegmentsTo, nodeProcesses, segmentsBetween, type CpuRoots, onCleanup, openFds, rssOf, sleep, spawnTracked, stopChild } from './lib/procs.js';
 import { html, median, summaryText, type ApiRun, type BenchResult, type Pair, type ProfileResult } from './lib/report.js';
 import { SessionFleet } from './lib/sessions.js';
+import { textToCents } from '../src/modules/trading/risk.book.js';
 import { mintToken } from './lib/tokens.js';
 import { ALL_OPS, findWrk, MONEY_OPS, runWrk, splitConnections, type Op, type WrkJob, type WrkResult } from './lib/wrk.js';
 
@@ -728,8 +729,8 @@ async function duplicateKeyCheck(server: Server, tokens: string[]): Promise<{ na
     const late = await api(server, 'POST', '/api/v1/wallets/demo/deposit', token, body, { 'idempotency-key': key });
     if (late.status === 201 && late.headers.get('idempotent-replayed') === 'true') replays++;
     const after = await api<{ data: { wallet: { balance: string } } }>(server, 'GET', '/api/v1/wallets/demo', token);
-    const delta = Math.round((Number(after.json.data.wallet.balance) - Number(before.json.data.wallet.balance)) * 100);
-    if (delta === 123) applied++;
+    const delta = (textToCents(after.json.data.wallet.balance) ?? 0n) - (textToCents(before.json.data.wallet.balance) ?? 0n);
+    if (delta === 123n) applied++;
     else wrong++;
   }
   out.push({ name: 'same key sent 5× at once then again: applied exactly once', ok: wrong === 0 && applied === tokens.length,

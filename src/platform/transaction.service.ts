@@ -172,14 +172,18 @@ export interface TransactionOptions {
   statementTimeoutMs?: number;
   log?: AppLogger;
   /**
-   * Statements sent right after COMMIT, in the same round trip, as a transaction of their
-   * own with synchronous_commit off: notices (pg_notify) that need not be atomic with
-   * the operation. PostgreSQL serialises the commits of transactions that NOTIFY (one
-   * lock, held through the commit's WAL flush), so a notice inside a money transaction
-   * made every such commit wait for the one before; here it waits for nothing. They run
-   * only when the transaction committed (an error ends the round trip before them); a
-   * connection lost between COMMIT and them loses the notice, so a listener must also
-   * catch up otherwise (the risk engine's periodic resync). One statement per element.
+   * executeBatchWithRetry only: statements sent right after COMMIT, in the same round trip,
+   * as a transaction of their own with synchronous_commit off: notices (pg_notify) that
+   * need not be atomic with the operation. PostgreSQL serialises the commits of
+   * transactions that NOTIFY (one lock, held through the commit's WAL flush), so a notice
+   * inside a money transaction made every such commit wait for the one before; here it
+   * waits for nothing. They run only when the transaction committed: in one simple query
+   * an error ends the round trip before them. A connection lost between COMMIT and them
+   * loses the notice, so a listener must also catch up otherwise (the risk engine's
+   * periodic resync). If one of them fails (a full NOTIFY queue, the connection lost at
+   * that instant), the round trip fails although the transaction committed, as when a
+   * connection is lost during COMMIT: the caller answers with an error, and a retry with
+   * the same idempotency key gets the stored response. One statement per element.
    */
   afterCommit?: readonly string[];
 }
@@ -396,7 +400,7 @@ export class TransactionService {
         prelude: results.slice(BEGIN_STATEMENTS), preludeError, beforeCommit: (st) => void queued.push(st), discardQueued: () => void queued.splice(0),
       };
       const result = await running.run({ client, queued }, () => fn(this.bound as unknown as Trx, ctx));
-      await TransactionService.commit(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`, options.afterCommit);
+      await TransactionService.commit(client, `${queued.map((q) => `${q}; `).join('')}COMMIT`);
       // Only after a PREPARE batch that failed (a tolerated prelude error). The transaction
       // committed: a failure here discards the connection, it does not fail the operation.
       await resyncPrepared(client).catch(onDiscard);

@@ -267,7 +267,7 @@ describe('balances changed outside trading', () => {
       return original.refresh(...a);
     });
     try {
-      // Three notices in a row: one read of the three wallets (read as they came: the first alone, the others after it).
+      // Three notices in a row: one read of the three wallets (without the gathering, the first would be read alone).
       for (const id of ids) engine.walletChanged(id);
       await new Promise((r) => setTimeout(r, REFRESH_BATCH_MS * 5));
       expect(ran).toEqual([`refresh ${[...ids].sort().join(',')}`]);

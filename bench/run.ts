@@ -62,7 +62,7 @@ const { values: argv } = parseArgs({
     connections: { type: 'string' },
     orders: { type: 'string' },
     referred: { type: 'string', default: '0' },
-    warmup: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '20' },
     'profile-seconds': { type: 'string' },
     mix: { type: 'string', default: 'deposit=4,withdraw=2,transfer=2,order_open=1,order_close=1' },
     'read-mix': { type: 'string', default: 'wallet=1,history=1' },
@@ -282,6 +282,11 @@ async function startServer(pgh: PgHandle, jwtSecret: string, admin: { email: str
     PRICE_FEED: 'simulated',
     WORKERS: String(WORKERS),
     DB_POOL_MAX: String(POOL),
+    // Connections kept open while the API idles during pgbench's runs: closed after 10 s
+    // idle (the default), each pair's API run began by opening them again (new backends,
+    // authentication, statements prepared anew) and ran slower for its first seconds, where
+    // pgbench's figure leaves its connection set-up out (bench/FINDINGS.md, sixth round).
+    DB_POOL_MIN: String(POOL),
     ...SERVER_ENV,
   };
   delete env.LOG_FILE;

@@ -286,7 +286,7 @@ async function startServer(pgh: PgHandle, jwtSecret: string, admin: { email: str
     // idle (the default), each pair's API run began by opening them again (new backends,
     // authentication, statements prepared anew) and ran slower for its first seconds, where
     // pgbench's figure leaves its connection set-up out (bench/FINDINGS.md, sixth round).
-    DB_POOL_MIN: String(POOL),
+    DB_POOL_MIN: String(Math.min(POOL, Number(SERVER_ENV.DB_POOL_MAX ?? POOL) || POOL)),
     ...SERVER_ENV,
   };
   delete env.LOG_FILE;
@@ -734,8 +734,9 @@ async function duplicateKeyCheck(server: Server, tokens: string[]): Promise<{ na
     const late = await api(server, 'POST', '/api/v1/wallets/demo/deposit', token, body, { 'idempotency-key': key });
     if (late.status === 201 && late.headers.get('idempotent-replayed') === 'true') replays++;
     const after = await api<{ data: { wallet: { balance: string } } }>(server, 'GET', '/api/v1/wallets/demo', token);
-    const delta = (textToCents(after.json.data.wallet.balance) ?? 0n) - (textToCents(before.json.data.wallet.balance) ?? 0n);
-    if (delta === 123n) applied++;
+    const was = textToCents(before.json.data.wallet.balance);
+    const now = textToCents(after.json.data.wallet.balance);
+    if (was !== undefined && now !== undefined && now - was === 123n) applied++;
     else wrong++;
   }
   out.push({ name: 'same key sent 5× at once then again: applied exactly once', ok: wrong === 0 && applied === tokens.length,

@@ -12,7 +12,7 @@ import { DomainError } from './errors.js';
 import type { AppLogger } from './logger.js';
 import type pg from 'pg';
 import { preparedSql } from './db/inline.js';
-import type { TransactionContext, TransactionOptions, TransactionService } from './transaction.service.js';
+import type { BatchOptions, TransactionContext, TransactionOptions, TransactionService } from './transaction.service.js';
 
 export interface IdempotencyKey {
   userId: string;
@@ -243,7 +243,7 @@ export class IdempotencyService {
    * and the row, for the caller's log line, and the results of statements sent after the
    * call in the same round trip (`rest`), which must change nothing unless it did.
    */
-  async executeCall<R extends object>(k: IdempotencyKey, call: string | (() => string), options: TransactionOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R; rest: pg.QueryResult[] }> {
+  async executeCall<R extends object>(k: IdempotencyKey, call: string | (() => string), options: BatchOptions = {}): Promise<{ outcome: IdempotentOutcome; row: R; rest: pg.QueryResult[] }> {
     const [result, ...rest] = await this.tx.executeBatchWithRetry(call, options);
     const row = result!.rows[0] as R & ClaimRow;
     const existing = this.judgeClaim(row, k);

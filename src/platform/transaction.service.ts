@@ -171,10 +171,14 @@ export interface TransactionOptions {
   lockTimeoutMs?: number;
   statementTimeoutMs?: number;
   log?: AppLogger;
+}
+
+/** executeBatchWithRetry's options: a transaction's, and what follows its COMMIT. */
+export interface BatchOptions extends TransactionOptions {
   /**
-   * executeBatchWithRetry only: statements sent right after COMMIT, in the same round trip,
-   * as a transaction of their own with synchronous_commit off: notices (pg_notify) that
-   * need not be atomic with the operation. PostgreSQL serialises the commits of
+   * Statements sent right after COMMIT, in the same round trip, as a transaction of their
+   * own with synchronous_commit off: notices (pg_notify) that need not be atomic with the
+   * operation. PostgreSQL serialises the commits of
    * transactions that NOTIFY (one lock, held through the commit's WAL flush), so a notice
    * inside a money transaction made every such commit wait for the one before; here it
    * waits for nothing. They run only when the transaction committed: in one simple query
@@ -283,7 +287,7 @@ export class TransactionService {
    * executeWithRetry; returns the results of `statements`. A function is called at each
    * attempt once it has its connection, so what it writes in (a price) is of that moment.
    */
-  async executeBatchWithRetry(statements: string | (() => string), options: TransactionOptions = {}): Promise<pg.QueryResult[]> {
+  async executeBatchWithRetry(statements: string | (() => string), options: BatchOptions = {}): Promise<pg.QueryResult[]> {
     return this.retrying((lockTimeout, statementTimeout) => this.runBatchOnce(statements, options, lockTimeout, statementTimeout), options);
   }
 
@@ -362,7 +366,7 @@ export class TransactionService {
   }
 
   /**
-   * Sends `text` ending in COMMIT, then `afterCommit` (TransactionOptions) in a transaction of
+   * Sends `text` ending in COMMIT, then `afterCommit` (BatchOptions) in a transaction of
    * its own; returns the results up to COMMIT's. PostgreSQL answers COMMIT with ROLLBACK
    * when an earlier error aborted the transaction.
    */
@@ -375,7 +379,7 @@ export class TransactionService {
   }
 
   /** One attempt of executeBatchWithRetry. */
-  private async runBatchOnce(statements: string | (() => string), options: TransactionOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
+  private async runBatchOnce(statements: string | (() => string), options: BatchOptions, lockTimeout: number, statementTimeout: number): Promise<pg.QueryResult[]> {
     return this.attempt(async (client) => {
       const text = typeof statements === 'string' ? statements : statements();
       const results = await TransactionService.commit(client, `${TransactionService.begin(options, lockTimeout, statementTimeout)} ${text}; COMMIT`, options.afterCommit);

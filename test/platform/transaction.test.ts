@@ -193,8 +193,9 @@ describe('statements after COMMIT (afterCommit)', () => {
       expect(results[0]!.rows).toEqual([{ n: before + 1 }]);
       // A failure: the statements after COMMIT never run.
       await expect(tx.executeBatchWithRetry('UPDATE counters SET n = n + 1 WHERE id = 1; SELECT 1 / 0', { afterCommit: [notice('failed')] })).rejects.toThrow(/division by zero/);
-      // Two in a row: both, in order, each seeing its own transaction's commit.
-      await tx.executeBatchWithRetry('UPDATE counters SET n = n + 1 WHERE id = 1', { afterCommit: [notice('second'), notice('third')] });
+      // Two in a row: both, in order, after the commit; still only the transaction's results come back.
+      const two = await tx.executeBatchWithRetry('UPDATE counters SET n = n + 1 WHERE id = 1 RETURNING n', { afterCommit: [notice('second'), notice('third')] });
+      expect(two.map((r) => r.rows)).toEqual([[{ n: before + 2 }]]);
       // Notices arrive in commit order: once this one is in, any of the failures' would be too.
       await sql`SELECT pg_notify('tx_after', 'end')`.execute(database.db);
       await expect.poll(() => listener.notices.at(-1)).toBe('end');

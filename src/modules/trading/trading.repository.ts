@@ -179,8 +179,9 @@ export async function marginMismatches(db: Db) {
 /**
  * The risk engine's channel: a wallet with positions changed outside trading (a deposit, a
  * withdrawal, either side of a transfer: right after their COMMIT, FinancialService's
- * `walletNotices`; an admin adjustment, a referral bonus or commission: on commit,
- * WalletService.tellPositions and migration 0010); the payload is the wallet id.
+ * `walletNotices`; a deposit on the hooks' path, an admin adjustment, a referral bonus or
+ * commission: on commit, WalletService.tellPositions and migration 0010); the payload is
+ * the wallet id.
  */
 export const WALLET_CHANNEL = 'trading_wallet';
 

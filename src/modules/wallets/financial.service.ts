@@ -94,7 +94,7 @@ export interface PositionsInput {
 /** A money call (migration 0007): its statement, its notices, and the log line of its row. */
 export interface MoneyCallPlan<R> {
   statement: string;
-  /** Notices to send after the call's COMMIT (TransactionOptions.afterCommit). */
+  /** Notices to send after the call's COMMIT (BatchOptions.afterCommit). */
   afterCommit: string[];
   finish(row: R): void;
 }
@@ -104,7 +104,7 @@ export interface MoneyCallPlan<R> {
  * on `channel` (the risk engine's), so the engine re-reads it at once rather than at its
  * next resync. The user's wallet of `walletType` and, for a transfer, the recipient's.
  * The calls can send this notice themselves (`p_notify`), but inside the transaction it
- * serialised every such commit (TransactionOptions.afterCommit); the calls get NULL. Only
+ * serialised every such commit (BatchOptions.afterCommit); the calls get NULL. Only
  * an operation that posted (`operationId`'s postings) notifies: not a replay, whose
  * postings carry the first request's operation, nor a stored rejection.
  */

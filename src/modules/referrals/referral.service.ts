@@ -139,12 +139,6 @@ export class ReferralService {
     return Boolean(referrerId);
   };
 
-  /** Whether a close of this user's may pay commissions: a referred user's. */
-  mayActOnClose = async (userId: string): Promise<boolean> => {
-    const [referrerId] = await this.chainOf(this.db, userId);
-    return Boolean(referrerId);
-  };
-
   /**
    * Reads the users' chains, and the referees whose bonus was paid, in pages of
    * `pageSize` by id, in the background at start, so that `closeCall` and the deposit

@@ -11,7 +11,7 @@ import { DomainError } from '../../src/platform/errors.js';
 import { createDatabase } from '../../src/platform/db/database.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { queryBatch, TransactionService } from '../../src/platform/transaction.service.js';
-import { openOrdersOfWalletSql, WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
+import { closedOrderNoticeSql, openedOrderNoticeSql, openOrdersOfWalletSql, WALLET_CHANNEL } from '../../src/modules/trading/trading.repository.js';
 import { CHANNELS } from '../../src/modules/trading/market.js';
 import { lockWalletSql, walletChangeSql } from '../../src/modules/wallets/ledger.repository.js';
 import { literal } from '../../src/platform/db/inline.js';
@@ -185,7 +185,7 @@ async function balance(u: { token: string }): Promise<string> {
 }
 
 describe('round trips per order operation', () => {
-  it('an order open and a close are one round trip each (the notice for the leader sent by the call, delivered on commit)', async () => {
+  it("an order open and a close are one round trip each (BEGIN, one call, COMMIT, then the leader's notice in a transaction of its own)", async () => {
     const admin = await makeAdmin(t);
     await setQuote(t, admin, 'EURUSD', '1.10000', '1.10010');
     const u = await fundedUser(t.app, '5000.00');
@@ -197,15 +197,17 @@ describe('round trips per order operation', () => {
     const notices: Record<string, unknown>[] = [];
     listener.on('notification', (n) => notices.push(JSON.parse(n.payload ?? '{}') as Record<string, unknown>));
     await listener.query(`LISTEN ${CHANNELS.orders}`);
+    const afterCommit = /^(PREPARE[\s\S]*)?BEGIN;[\s\S]*EXECUTE s_[0-9a-f]{20}\([\s\S]*\); COMMIT; BEGIN; SET LOCAL synchronous_commit = off; EXECUTE s_[0-9a-f]{20}\([^;]*\); COMMIT$/;
+    const openKey = newKey();
     try {
       const open = await roundTrips(async () => {
-        const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' }, { token: u.token, key: newKey() });
+        const r = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' }, { token: u.token, key: openKey });
         expect(r.status, r.raw).toBe(201);
         orderId = r.body.data.order.id;
         expect(r.body.data.wallet.margin).toBe(r.body.data.order.margin);
       });
       expect(open.count, open.texts.map((x) => x.slice(0, 60)).join(' | ')).toBe(1);
-      expect(open.texts[0]).toMatch(/^(PREPARE[\s\S]*)?BEGIN;[\s\S]*EXECUTE s_[0-9a-f]{20}\([\s\S]*\); COMMIT$/);
+      expect(open.texts[0]).toMatch(afterCommit);
       const walletId = (await t.database.db.selectFrom('wallets').select('id').where('userId', '=', u.user.id).where('type', '=', 'live').executeTakeFirstOrThrow()).id;
       await expect.poll(() => notices.length).toBe(1);
       expect(notices[0]).toMatchObject({ w: walletId, id: orderId, l: true });
@@ -222,8 +224,22 @@ describe('round trips per order operation', () => {
         expect(r.body.data.wallet.marginLevel).not.toBeNull();
       });
       expect(close.count, close.texts.map((x) => x.slice(0, 60)).join(' | ')).toBe(1);
+      expect(close.texts[0]).toMatch(afterCommit);
       await expect.poll(() => notices.length).toBe(3);
+      expect(notices[1]).toMatchObject({ w: walletId, id: secondId, l: true });
       expect(notices[2]).toMatchObject({ w: walletId, id: orderId, l: true });
+      // Neither a stored rejection nor a replay notifies, for an open or a close.
+      const replayed = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '0.10', walletType: 'live' }, { token: u.token, key: openKey });
+      expect(replayed.headers['idempotent-replayed']).toBe('true');
+      const tooBig = await call(t.app, 'POST', '/api/v1/orders', { symbol: 'EURUSD', side: 'buy', volume: '100.00', walletType: 'live' }, { token: u.token, key: newKey() });
+      expect(tooBig.status).toBe(422);
+      expect(tooBig.body.error.code).toBe('INSUFFICIENT_MARGIN');
+      const again = await call(t.app, 'POST', `/api/v1/orders/${orderId}/close`, undefined, { token: u.token, key: newKey() });
+      expect(again.status).toBe(409);
+      // A marker after everything: once it is in, every notice before it is too.
+      await sql`SELECT pg_notify(${CHANNELS.orders}::text, '{"end":true}')`.execute(t.database.db);
+      await expect.poll(() => notices.at(-1)).toEqual({ end: true });
+      expect(notices).toHaveLength(4);
     } finally {
       await listener.end();
     }
@@ -365,6 +381,15 @@ describe('generic plans of the prepared statements', () => {
     const change = await explain(walletChangeSql('1', 'live', { balance: '1.00', margin: '0', profit: '0' }, { type: 'deposit', houseAccount: 'deposit_gateway', operationId: 'op-explain' }));
     expect(change).toMatch(/wallets_user_type_key/);
     expect(change).not.toMatch(/Seq Scan on wallets/);
+    // The leader's notices after an open's and a close's COMMIT.
+    const notice = { channel: CHANNELS.orders, origin: 'explain', leader: false };
+    const opened = await explain(openedOrderNoticeSql(notice, '1', 'live', 'op-explain'));
+    expect(opened).toMatch(/wallets_user_type_key/);
+    expect(opened).toMatch(/orders_open_wallet_idx/);
+    expect(opened).not.toMatch(/Seq Scan/);
+    const closed = await explain(closedOrderNoticeSql(notice, '1', 'op-explain'));
+    expect(closed).toMatch(/orders_pkey/);
+    expect(closed).not.toMatch(/Seq Scan/);
   });
 
   it("the money and order-open calls' own statements use their indexes (auto_explain of the function bodies, generic plans)", async () => {

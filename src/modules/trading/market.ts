@@ -35,10 +35,14 @@
  * cannot promise any of that (a publish after commit can be lost to a crash, one before
  * commit can overtake the commit):
  *
- * - `market_orders`: an order opened, closed or modified by a user, notified inside its
- *   transaction (so delivered on commit, before the answer, and before any later
- *   forwarded admin quote); the leader re-reads that wallet's balance and open orders
- *   (levels included). A leader's own changes go to its engine directly after commit.
+ * - `market_orders`: an order opened, closed or modified by a user, notified before the
+ *   answer, so before any admin quote sent after it: a modify inside its transaction
+ *   (delivered on commit), a one-call open or close right after its COMMIT in the same
+ *   round trip (a NOTIFY inside would serialise the commits); the leader re-reads that
+ *   wallet's balance and open orders (levels included). A leader's own changes go to its
+ *   engine directly after commit. A notice lost with its connection between the two
+ *   commits is made good by the engine's periodic resync, which re-reads every wallet
+ *   whose balance or margin differs from its book.
  * - `market_barrier`: before a local admin quote, the leader notifies itself and waits
  *   for its own message: every notice committed earlier (an order opened on a follower
  *   just before) has then reached its engine's queue.
@@ -69,6 +73,7 @@ import { Leadership } from './leadership.js';
 import { toOrderView, type ClosedOrder, type OpenedWallet, type OrderView, type TradingObserver } from './order.service.js';
 import type { OrderRow } from '../../platform/db/schema.js';
 import type { QuoteBook, QuoteView } from './quote.book.js';
+import type { OrderNotice } from './trading.repository.js';
 import type { AccountEvents, MarginCallData, QuoteInput, RiskEngine } from './risk.engine.js';
 import type { StreamHub } from './stream.hub.js';
 
@@ -283,13 +288,10 @@ export class Market implements AccountEvents {
     for (const p of batchPayloads(`{"o":${JSON.stringify(this.origin)},"e":[`, items, limit)) this.publishLater(CHANNELS.events, p);
   }
 
-  /**
-   * The notice for the leader that a one-call open or close (order_open, order_close)
-   * sends itself, as the JSON they take: its channel and the fields it completes.
-   */
-  orderNotice(): string | null {
+  /** The notice for the leader that a one-call open or close sends right after its COMMIT (OrderService.orderNotice). */
+  orderNotice(): OrderNotice | null {
     if (!this.leadership) return null;
-    return JSON.stringify({ channel: CHANNELS.orders, o: this.origin, l: this.isLeader && this.d.engine.active });
+    return { channel: CHANNELS.orders, origin: this.origin, leader: this.isLeader && this.d.engine.active };
   }
 
   /** Inside a user's order transaction: the notice for the leader (see `market_orders`). */

@@ -26,8 +26,8 @@ import type { Instrument, Instruments } from './instruments.js';
 import { closePriceOf, levelAtOrBelow, levelProblem, openPriceOf, profitOf, requiredMargin, stopLossReached, takeProfitReached, textDecimals, type PriceQuote } from './pricing.js';
 import type { QuoteBook } from './quote.book.js';
 import {
-  findOrder, insertOrderSql, listOrders, lockOrder, lockWalletById, marginMismatches, orderByIdSql, orderSettleSql,
-  openOrdersOfWallets, openOrdersOfWalletSql, updateOrderLevels, type OpenOrderRow,
+  closedOrderNoticeSql, findOrder, insertOrderSql, listOrders, lockOrder, lockWalletById, marginMismatches, openedOrderNoticeSql, orderByIdSql,
+  orderSettleSql, openOrdersOfWallets, openOrdersOfWalletSql, updateOrderLevels, type OpenOrderRow, type OrderNotice,
 } from './trading.repository.js';
 
 export interface OrderView {
@@ -242,12 +242,18 @@ export class OrderService {
   private readonly closeHooks: CloseHook[] = [];
   observer: TradingObserver | undefined;
   /**
-   * Runs last inside the transaction of a user's open, close and modify: the market
-   * notifies the leader there, so the notice is delivered on commit, before the answer.
+   * Runs last inside the transaction of a user's modify (and of an open on the statement
+   * path): the market notifies the leader there, so the notice is delivered on commit,
+   * before the answer.
    */
   inTransaction: ((trx: Trx, order: { id: string; walletId: string }) => Promise<void>) | undefined;
-  /** The same notice for a one-call open or close, as JSON: its channel and the fields the call completes (null: none). */
-  orderNotice: (() => string | null) | undefined;
+  /**
+   * The same notice for a one-call open or close (null: none), sent right after its
+   * COMMIT in the same round trip (BatchOptions.afterCommit), so still before the answer.
+   * A NOTIFY inside the call would hold PostgreSQL's notify lock through the commit's WAL
+   * flush and serialise the commits of every notifying transaction.
+   */
+  orderNotice: (() => OrderNotice | null) | undefined;
   /** Positions closed by stop-out since start (committed). */
   stopOuts = 0;
 
@@ -341,7 +347,9 @@ export class OrderService {
       values = this.openValues(ctx, input, terms);
       return this.openCall(key, values, terms);
     };
-    const { outcome, row } = await this.idempotency.executeCall<OpenCallRow>(key, statement, { operation: 'place_order', log: ctx.log });
+    const notice = this.orderNotice?.() ?? null;
+    const afterCommit = notice ? [openedOrderNoticeSql(notice, ctx.userId, input.walletType, ctx.operationId)] : [];
+    const { outcome, row } = await this.idempotency.executeCall<OpenCallRow>(key, statement, { operation: 'place_order', log: ctx.log, afterCommit });
     if (!outcome.replayed && row.order_id !== null && values) {
       const order: OrderRow = {
         ...values, id: String(row.order_id), walletId: String(row.wallet_id), status: 'open', closePrice: null, profit: null, closeReason: null,
@@ -366,7 +374,7 @@ export class OrderService {
         ${values.volume}::numeric, ${values.leverage}::int, ${values.contractSize}::numeric, ${values.digits}::int, ${values.openPrice}::numeric,
         ${values.margin}::numeric, ${values.stopLoss}::numeric, ${values.takeProfit}::numeric, ${values.openOperationId}::text,
         ${newPnl.toFixed()}::numeric, ${JSON.stringify(fields).slice(1, -1)}::text, ${this.quotes.inputsJson()}::jsonb,
-        ${openRejections(values.margin)}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`);
+        ${openRejections(values.margin)}::jsonb, NULL::jsonb)`);
   }
 
   /**
@@ -416,9 +424,11 @@ export class OrderService {
     const calls = await this.hookCalls(ctx.userId, this.db);
     const statement = () => [preparedSql(sql`
       SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
-        ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, ${this.orderNotice?.() ?? null}::jsonb)`),
+        ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, NULL::jsonb)`),
     ...calls.map((c) => c.statement(orderId, ctx.operationId))].join('; ');
-    const { outcome, row, rest } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log });
+    const notice = this.orderNotice?.() ?? null;
+    const afterCommit = notice ? [closedOrderNoticeSql(notice, orderId, ctx.operationId)] : [];
+    const { outcome, row, rest } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log, afterCommit });
     if (!outcome.replayed && row.closed_order !== null && row.settlement !== null) {
       const order = camelRow<OrderRow>(parseRowJson(row.closed_order));
       order.openedAt = new Date(order.openedAt as unknown as string);

@@ -185,3 +185,31 @@ export async function marginMismatches(db: Db) {
  */
 export const WALLET_CHANNEL = 'trading_wallet';
 
+/**
+ * The notice a one-call open or close (`order_open`, `order_close`) sends the market
+ * leader right after its COMMIT (Market.orderNotice): the channel, the sending process,
+ * and whether that process was the active leader, which tells its own engine.
+ */
+export interface OrderNotice { channel: string; origin: string; leader: boolean }
+
+/** The payload for the order `o`: Market's `{o, w, id, l}`. */
+const orderMessage = (n: OrderNotice) =>
+  sql`json_build_object('o', ${n.origin}::text, 'w', o.wallet_id::text, 'id', o.id::text, 'l', ${n.leader}::boolean)::text`;
+
+/**
+ * After an open's COMMIT: the notice for the order that `operationId` opened in the
+ * user's wallet, while it is open. A stored rejection opened none, and a replay's order
+ * carries the first request's operation: neither notifies.
+ */
+export function openedOrderNoticeSql(n: OrderNotice, userId: string, walletType: WalletType, operationId: string): string {
+  return preparedSql(sql`SELECT pg_notify(${n.channel}::text, ${orderMessage(n)})
+                         FROM wallets w JOIN orders o ON o.wallet_id = w.id AND o.status = 'open'
+                         WHERE w.user_id = ${userId}::bigint AND w.type = ${walletType}::text AND o.open_operation_id = ${operationId}::text`);
+}
+
+/** After a close's COMMIT: the notice for the order, when `operationId` closed it (not a rejection, not a replay). */
+export function closedOrderNoticeSql(n: OrderNotice, orderId: string, operationId: string): string {
+  return preparedSql(sql`SELECT pg_notify(${n.channel}::text, ${orderMessage(n)}) FROM orders o
+                         WHERE o.id = ${orderId}::bigint AND o.close_operation_id = ${operationId}::text`);
+}
+

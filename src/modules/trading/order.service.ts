@@ -328,9 +328,10 @@ export class OrderService {
 
   /**
    * A request whose terms hold is one call (`order_open`, migration 0008): claim, wallet
-   * lock, free-margin check at the current quotes, the order, its margin, the notice for
-   * the market leader and the stored response, in one round trip. A request whose terms
-   * fail takes the statement path (placeOrderInStatements), which stores the rejection.
+   * lock, free-margin check at the current quotes, the order, its margin and the stored
+   * response, then the notice for the market leader after the COMMIT, in one round trip.
+   * A request whose terms fail takes the statement path (placeOrderInStatements), which
+   * stores the rejection.
    */
   async placeOrder(key: IdempotencyKey, ctx: RequestContext, input: PlaceOrderInput): Promise<IdempotentOutcome> {
     try {
@@ -413,10 +414,10 @@ export class OrderService {
 
   /**
    * A user's close. One call (`order_close`, migration 0009): claim, the order's lock, the
-   * close price from the current quotes, the settlement, the leader's notice and the
-   * stored response in one round trip, with the statements of the close hooks that may
-   * act on it (a referred user's commissions: `referral_commissions_pay`, migration 0010)
-   * after it in the same round trip.
+   * close price from the current quotes, the settlement and the stored response, with the
+   * statements of the close hooks that may act on it (a referred user's commissions:
+   * `referral_commissions_pay`, migration 0010) after it, and the leader's notice after
+   * the COMMIT, all in one round trip.
    */
   async closeOrder(key: IdempotencyKey, ctx: RequestContext, orderId: string): Promise<IdempotentOutcome> {
     // An id that cannot exist: 404, stored under the key like any rejection.

@@ -199,12 +199,14 @@ const orderMessage = (n: OrderNotice) =>
 /**
  * After an open's COMMIT: the notice for the order that `operationId` opened in the
  * user's wallet, while it is open. A stored rejection opened none, and a replay's order
- * carries the first request's operation: neither notifies.
+ * carries the first request's operation: neither notifies. The wallet's open orders are
+ * read newest first, so the order just opened is the first one read.
  */
 export function openedOrderNoticeSql(n: OrderNotice, userId: string, walletType: WalletType, operationId: string): string {
   return preparedSql(sql`SELECT pg_notify(${n.channel}::text, ${orderMessage(n)})
-                         FROM wallets w JOIN orders o ON o.wallet_id = w.id AND o.status = 'open'
-                         WHERE w.user_id = ${userId}::bigint AND w.type = ${walletType}::text AND o.open_operation_id = ${operationId}::text`);
+                         FROM (SELECT o.id, o.wallet_id FROM wallets w JOIN orders o ON o.wallet_id = w.id AND o.status = 'open'
+                               WHERE w.user_id = ${userId}::bigint AND w.type = ${walletType}::text AND o.open_operation_id = ${operationId}::text
+                               ORDER BY o.opened_at DESC, o.id DESC LIMIT 1) o`);
 }
 
 /** After a close's COMMIT: the notice for the order, when `operationId` closed it (not a rejection, not a replay). */

@@ -39,19 +39,25 @@ interface Binaries { postgres: string; initdb: string; pg_ctl: string }
 /**
  * glibc's malloc settings for PostgreSQL's processes. By default glibc gives the top of
  * the heap back to the kernel whenever more than 128 KB of it is free, so a backend that
- * frees a transaction's memory shrinks its heap and grows it again in the next one:
- * about four `brk` calls per order close, and each shrink flushes the TLB of every CPU
- * the process ran on (with these settings: none; 13 % of PostgreSQL's CPU time per close,
- * bench/FINDINGS.md, seventh round). A backend keeps what it once needed, up to 64 MB of
- * free heap, and blocks up to 8 MB come from the heap rather than a mapping of their own
- * (setting the trim threshold alone would fix the mapping threshold at 128 KB). Other C
- * libraries ignore the variable; a GLIBC_TUNABLES of the operator's is left as it is.
+ * frees a transaction's memory shrinks its heap and grows it again in a later one: about
+ * four `brk` calls per order close, and each shrink flushes the TLB of every CPU the
+ * process ran on, 12.6 % of PostgreSQL's CPU samples during closes (bench/FINDINGS.md,
+ * seventh round; with these settings neither shows). A backend keeps what it once
+ * needed, up to 64 MB of free heap, and blocks up to 8 MB come from the heap rather than
+ * a mapping of their own (setting the trim threshold alone would fix the mapping
+ * threshold at 128 KB). Other C libraries ignore the variable.
  */
 export const MALLOC_TUNABLES = 'glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=8388608';
 
-/** The environment PostgreSQL's binaries run with: C messages, and MALLOC_TUNABLES unless GLIBC_TUNABLES is set. */
+/**
+ * The environment PostgreSQL's binaries run with: C messages, and MALLOC_TUNABLES added to
+ * the operator's GLIBC_TUNABLES, whose own value of either setting wins.
+ */
 export function postgresEnvironment(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { ...base, LC_ALL: 'C', LC_MESSAGES: 'C', GLIBC_TUNABLES: base.GLIBC_TUNABLES ?? MALLOC_TUNABLES };
+  const given = base.GLIBC_TUNABLES ? base.GLIBC_TUNABLES.split(':') : [];
+  const named = new Set(given.map((t) => t.split('=')[0]));
+  const tunables = [...given, ...MALLOC_TUNABLES.split(':').filter((t) => !named.has(t.split('=')[0]))].join(':');
+  return { ...base, LC_ALL: 'C', LC_MESSAGES: 'C', GLIBC_TUNABLES: tunables };
 }
 
 const SUPERUSER = 'postgres';

@@ -15,6 +15,8 @@ import { CLAIM, CLAIM_COLUMNS, DECLARE, KEY_PARAMETERS, reject, store, VALUATION
  * view's fields between `id` and `openedAt`) with its id and open time filled in. A call
  * that waited more than MAX_LOCK_WAIT_MS for the wallet raises a serialization failure,
  * so it is retried at the quotes of that moment (the statement is priced per attempt).
+ * The server now passes `p_notice` NULL and sends the leader's notice itself after the
+ * COMMIT (OrderService.orderNotice): a NOTIFY inside serialised the commits.
  */
 /** The longest wait for the wallet's lock after which the call's prices are still used. */
 export const MAX_LOCK_WAIT_MS = 250;

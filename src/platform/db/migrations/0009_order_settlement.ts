@@ -18,6 +18,8 @@ import { CLAIM, CLAIM_COLUMNS, DECLARE, KEY_PARAMETERS, reject, store, VALUATION
  *   the market leader, the wallet's remaining positions and the stored response
  *   `{order, wallet}`, rendered as the TypeScript views render them. It returns the closed
  *   order and the settlement as JSON text for the after-commit work (risk engine, logs).
+ *   The server now passes `p_notice` NULL and sends the leader's notice itself after the
+ *   COMMIT (OrderService.orderNotice): a NOTIFY inside serialised the commits.
  */
 
 /** SQL expression: API.md's `order` of `ord` as JSON text (prices with the symbol's digits). */

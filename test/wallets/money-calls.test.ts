@@ -262,6 +262,27 @@ describe('money operations as one PL/pgSQL call', () => {
       expect([x, rows[0]!.r]).toEqual([x, new Decimal(x).toFixed(d)]);
       expect([x, rows[0]!.c]).toEqual([x, new Decimal(x).toDecimalPlaces(2).toFixed(2)]);
     }
+    const nulls = await sql<{ r: string | null; d: string | null; c: string | null }>`
+      SELECT round_half_even(NULL::numeric, 2) AS r, round_half_even(1.5, NULL::int) AS d, round_cents_half_even(NULL::numeric) AS c`.execute(t.database.db);
+    expect(nulls.rows[0]).toEqual({ r: null, d: null, c: null });
+  });
+
+  it('the rounding functions are inlined where they are called (migration 0013): no SQL-function call per transaction', async () => {
+    // The generic plan of a prepared statement shows the calls as the planner left them:
+    // inlined, the CASE of their bodies; not inlined, the functions' names.
+    const client = await t.database.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL plan_cache_mode = force_generic_plan');
+      await client.query('PREPARE rounding_probe(numeric, int) AS SELECT round_half_even($1, $2), round_cents_half_even($1)');
+      const plan = (await client.query<{ 'QUERY PLAN': string }>('EXPLAIN (VERBOSE) EXECUTE rounding_probe(1.005, 2)')).rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(plan).toMatch(/CASE WHEN/);
+      expect(plan).not.toMatch(/round_half_even|round_cents_half_even/);
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.query('DEALLOCATE rounding_probe').catch(() => undefined);
+      client.release();
+    }
   });
 
   it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {

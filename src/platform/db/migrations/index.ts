@@ -10,6 +10,7 @@ import * as m0009 from './0009_order_settlement.js';
 import * as m0010 from './0010_referral_commissions_call.js';
 import * as m0011 from './0011_deposit_tells_the_engine.js';
 import * as m0012 from './0012_transfer_tells_the_recipient.js';
+import * as m0013 from './0013_inlined_rounding.js';
 
 /** Every migration, in order. Listed explicitly so the compiled build and the tests see the same set. */
 export const migrations: Record<string, Migration> = {
@@ -24,4 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0010_referral_commissions_call': m0010,
   '0011_deposit_tells_the_engine': m0011,
   '0012_transfer_tells_the_recipient': m0012,
+  '0013_inlined_rounding': m0013,
 };

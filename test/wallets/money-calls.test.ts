@@ -267,22 +267,41 @@ describe('money operations as one PL/pgSQL call', () => {
     expect(nulls.rows[0]).toEqual({ r: null, d: null, c: null });
   });
 
-  it('the rounding functions are inlined where they are called (migration 0013): no SQL-function call per transaction', async () => {
-    // The generic plan of a prepared statement shows the calls as the planner left them:
-    // inlined, the CASE of their bodies; not inlined, the functions' names.
+  it('the rounding functions are inlined where the calls use them (migration 0013): no SQL-function call per transaction', async () => {
+    // PostgreSQL counts a call of a function it did not inline (track_functions), in the
+    // transaction's own counters; an inlined one is no call. A deposit and a close on a
+    // wallet that keeps a position round its valuation, its margin level, the P&L and the
+    // order's prices.
+    await setQuote(t, admin, 'EURUSD', '1.08000', '1.08010');
+    const u = await fundedUser(t.app, '5000.00');
+    const kept = await open(t, u, { symbol: 'EURUSD', side: 'buy', volume: '0.10' });
+    const o = await open(t, u, { symbol: 'EURUSD', side: 'sell', volume: '0.10', stopLoss: '1.20000' });
+    const quotes = JSON.stringify([{ symbol: 'EURUSD', bid: '1.08000', ask: '1.08010' }]);
+    const rejections = JSON.stringify({ order: [404, '{}'], not_open: [409, '{}'], no_quote: [422, '{}'] });
     const client = await t.database.pool.connect();
+    let failed: Error | undefined;
     try {
       await client.query('BEGIN');
-      await client.query('SET LOCAL plan_cache_mode = force_generic_plan');
-      await client.query('PREPARE rounding_probe(numeric, int) AS SELECT round_half_even($1, $2), round_cents_half_even($1)');
-      const plan = (await client.query<{ 'QUERY PLAN': string }>('EXPLAIN (VERBOSE) EXECUTE rounding_probe(1.005, 2)')).rows.map((r) => r['QUERY PLAN']).join('\n');
-      expect(plan).toMatch(/CASE WHEN/);
-      expect(plan).not.toMatch(/round_half_even|round_cents_half_even/);
+      await client.query(`SET LOCAL track_functions = 'all'`);
+      await client.query(`SELECT * FROM wallet_deposit($1::bigint, 'inline-d', 'POST', '/inline', 'h', 24, 'live', 1.00, 'deposit_gateway', 'op-inline-d', NULL, $2::jsonb)`, [u.user.id, quotes]);
+      const closed = await client.query<{ response_status: number }>(`SELECT response_status FROM order_close($1::bigint, 'inline-c', 'POST', '/inline', 'h', 24, $2::bigint, 'op-inline-c', $3::jsonb, $4::jsonb, NULL)`,
+        [u.user.id, o.id, quotes, rejections]);
+      expect(closed.rows[0]!.response_status).toBe(200);
+      const { rows } = await client.query<{ f: string; calls: string }>(`
+        SELECT f, coalesce(pg_stat_get_xact_function_calls(f::regprocedure), 0)::text AS calls
+        FROM unnest(ARRAY['round_half_even(numeric, integer)', 'round_cents_half_even(numeric)', 'order_settle(bigint, numeric, text, text)']) AS f`);
+      // order_settle (PL/pgSQL, never inlined) shows that the counters count.
+      expect(Object.fromEntries(rows.map((r) => [r.f, r.calls]))).toEqual({
+        'round_half_even(numeric, integer)': '0', 'round_cents_half_even(numeric)': '0', 'order_settle(bigint, numeric, text, text)': '1',
+      });
+    } catch (err) {
+      failed = err as Error;
+      throw err;
     } finally {
       await client.query('ROLLBACK').catch(() => undefined);
-      await client.query('DEALLOCATE rounding_probe').catch(() => undefined);
-      client.release();
+      client.release(failed);
     }
+    expect(kept.status).toBe('open');
   });
 
   it('renders a wallet without positions (marginLevel null) and a demo deposit the same way', async () => {

@@ -296,9 +296,10 @@ export class Market implements AccountEvents {
 
   /** Inside a user's order transaction: the notice for the leader (see `market_orders`). */
   async orderChanged(trx: Trx, order: { id: string; walletId: string }): Promise<void> {
-    if (!this.leadership) return;
-    const msg: OrderMessage = { o: this.origin, w: order.walletId, id: order.id, l: this.isLeader && this.d.engine.active };
-    await notifyOnCommit(trx, CHANNELS.orders, JSON.stringify(msg));
+    const n = this.orderNotice();
+    if (!n) return;
+    const msg: OrderMessage = { o: n.origin, w: order.walletId, id: order.id, l: n.leader };
+    await notifyOnCommit(trx, n.channel, JSON.stringify(msg));
   }
 
   /** The OrderService's after-commit observer: the leader's engine directly; on a follower the close's event. */

@@ -283,6 +283,12 @@ export class OrderService {
 
   private quoteOf = (symbol: string): PriceQuote | undefined => this.quotes.get(symbol);
 
+  /** A one-call open's or close's statements after COMMIT: the leader's notice, built by `sqlOf`, when there is a leader to tell. */
+  private leaderNotice(sqlOf: (n: OrderNotice) => string): string[] {
+    const n = this.orderNotice?.();
+    return n ? [sqlOf(n)] : [];
+  }
+
   // --- use cases --------------------------------------------------------------
 
   /**
@@ -348,8 +354,7 @@ export class OrderService {
       values = this.openValues(ctx, input, terms);
       return this.openCall(key, values, terms);
     };
-    const notice = this.orderNotice?.() ?? null;
-    const afterCommit = notice ? [openedOrderNoticeSql(notice, ctx.userId, input.walletType, ctx.operationId)] : [];
+    const afterCommit = this.leaderNotice((n) => openedOrderNoticeSql(n, ctx.userId, input.walletType, ctx.operationId));
     const { outcome, row } = await this.idempotency.executeCall<OpenCallRow>(key, statement, { operation: 'place_order', log: ctx.log, afterCommit });
     if (!outcome.replayed && row.order_id !== null && values) {
       const order: OrderRow = {
@@ -427,8 +432,7 @@ export class OrderService {
       SELECT * FROM order_close(${this.idempotency.claimArguments(key)}, ${orderId}::bigint, ${ctx.operationId}::text,
         ${this.quotes.inputsJson()}::jsonb, ${CLOSE_REJECTIONS}::jsonb, NULL::jsonb)`),
     ...calls.map((c) => c.statement(orderId, ctx.operationId))].join('; ');
-    const notice = this.orderNotice?.() ?? null;
-    const afterCommit = notice ? [closedOrderNoticeSql(notice, orderId, ctx.operationId)] : [];
+    const afterCommit = this.leaderNotice((n) => closedOrderNoticeSql(n, orderId, ctx.operationId));
     const { outcome, row, rest } = await this.idempotency.executeCall<CloseCallRow>(key, statement, { operation: 'close_order', log: ctx.log, afterCommit });
     if (!outcome.replayed && row.closed_order !== null && row.settlement !== null) {
       const order = camelRow<OrderRow>(parseRowJson(row.closed_order));

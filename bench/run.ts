@@ -568,7 +568,7 @@ async function main() {
         result.failures.push(`${file}: ${err instanceof Error ? err.message : String(err)}`);
         continue;
       }
-      result.sqlCeilings.push({ script: file, description, tps: r.tps, latencyAvgMs: r.latencyAvgMs, failed: r.failed, vsPgbenchN: baseline ? r.tps / baseline : null, cpu: cpuOf(name) });
+      result.sqlCeilings.push({ script: file, description, tps: r.tps, transactions: r.transactions, latencyAvgMs: r.latencyAvgMs, failed: r.failed, vsPgbenchN: baseline ? r.tps / baseline : null, cpu: cpuOf(name) });
       log(`  ${file}: ${r.tps.toFixed(1)} tps (avg ${r.latencyAvgMs} ms)${baseline ? ` = ${(r.tps / baseline).toFixed(2)}× pgbench -N` : ''}`);
     }
   }

@@ -199,6 +199,8 @@ export interface CpuUse {
   kernelPct: number;
   /** Everything else on the machine (other users' processes): the noise. */
   otherPct: number;
+  /** Length of the window the percentages are averaged over (a phase: its run and what surrounds it). */
+  seconds?: number;
 }
 
 export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot, cores: number): CpuUse {
@@ -219,6 +221,7 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot, cores: number): CpuUs
     loadGeneratorPct: pctOfCore(gen),
     kernelPct,
     otherPct: Math.max(0, Math.round((machinePct - ours - kernelPct) * 10) / 10),
+    seconds: secs,
   };
 }
 

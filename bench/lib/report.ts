@@ -5,7 +5,7 @@
 import type { PgbenchResult } from './pgbench.js';
 import type { CpuUse } from './procs.js';
 import type { LagSummary } from './sessions.js';
-import type { Op, WrkResult } from './wrk.js';
+import { MONEY_OPS, type Op, type WrkResult } from './wrk.js';
 
 export interface ApiRun {
   label: string;
@@ -68,7 +68,7 @@ export interface BenchResult {
   medianRatioB: number | null;
   profile: ProfileResult[];
   /** pgbench running the deposit's own SQL (bench/sql/*.sql) on the trading database: the database-side ceilings. */
-  sqlCeilings: { script: string; description: string; tps: number; latencyAvgMs: number; failed: number; vsPgbenchN: number | null; cpu?: CpuUse }[];
+  sqlCeilings: { script: string; description: string; tps: number; transactions?: number; latencyAvgMs: number; failed: number; vsPgbenchN: number | null; cpu?: CpuUse }[];
   sweep: ApiRun[];
   sessions?: {
     requested: number;
@@ -122,39 +122,45 @@ const CPU_HEAD = 'CPU% srv/pg/gen/irq/other';
 export interface CpuPerOp { server: number; postgres: number; generator: number; kernel: number; total: number }
 
 /**
- * CPU use over a run at `perSecond` operations a second, as ms of CPU per operation: a
- * percent of one core is 10 ms of CPU a second. Undefined without CPU figures or operations.
+ * CPU use over a phase as ms of CPU per operation, for `operations` done in it: a percent
+ * of one core is 10 ms of CPU a second, over the phase's whole window (`c.seconds`, which
+ * includes the moments around the run). Undefined without CPU figures, window or operations.
  */
-export function cpuPerOp(c: CpuUse | undefined, perSecond: number): CpuPerOp | undefined {
-  if (!c || !(perSecond > 0)) return undefined;
-  const ms = (pct: number) => Math.round(((pct * 10) / perSecond) * 1000) / 1000;
-  const kernel = c.kernelPct ?? 0;
+export function cpuPerOp(c: CpuUse | undefined, operations: number): CpuPerOp | undefined {
+  if (!c || !(c.seconds !== undefined && c.seconds > 0) || !(operations > 0)) return undefined;
+  const seconds = c.seconds;
+  const ms = (pct: number) => Math.round(((pct * 10 * seconds) / operations) * 1000) / 1000;
   return {
-    server: ms(c.serverPct), postgres: ms(c.postgresPct), generator: ms(c.loadGeneratorPct), kernel: ms(kernel),
-    total: ms(c.serverPct + c.postgresPct + c.loadGeneratorPct + kernel),
+    server: ms(c.serverPct), postgres: ms(c.postgresPct), generator: ms(c.loadGeneratorPct), kernel: ms(c.kernelPct),
+    total: ms(c.serverPct + c.postgresPct + c.loadGeneratorPct + c.kernelPct),
   };
 }
 
 const cpuMsText = (c: CpuPerOp | undefined) => (c ? `${c.server}/${c.postgres}/${c.generator}/${c.kernel} = ${c.total}` : '-');
 const CPU_MS_HEAD = 'CPU ms/op srv/pg/gen/irq = total';
 
+/** Successful money-moving responses of an API run (the ratio's numerator). */
+const moneyOk = (run: ApiRun) => run.perOp.filter((o) => MONEY_OPS.includes(o.op)).reduce((s, o) => s + o.ok, 0);
+
 /**
- * A pair's CPU, per operation: the API's per request (every request of the mix), pgbench's
- * per transaction, and the ratio the two predict. When both runs keep the machine busy,
- * each side's rate is its CPU divided by its CPU per operation, so the ratio is about
- * pgbench's CPU per transaction ÷ the API's CPU per money request.
+ * A pair's CPU per operation: the API's per successful money request (everything the
+ * server, PostgreSQL, wrk and the kernel did during the run, reads and errors included,
+ * charged to the money requests), pgbench's per transaction, and their quotient. The
+ * ratio is that quotient times the CPU the API's run got ÷ the CPU pgbench's got: when both
+ * keep the machine busy, the two are the same, and the quotient shows where each side's
+ * time per operation goes.
  */
-export function pairCpu(p: Pair): { api: CpuPerOp | undefined; pgbench: CpuPerOp | undefined; predicted: number | null } {
-  const api = cpuPerOp(p.api.cpu, p.api.rps);
-  const pgbench = cpuPerOp(p.pgbench.cpu, p.pgbench.tps);
-  return { api, pgbench, predicted: api && pgbench && api.total > 0 ? Math.round((pgbench.total / api.total) * 100) / 100 : null };
+export function pairCpu(p: Pair): { api: CpuPerOp | undefined; pgbench: CpuPerOp | undefined; quotient: number | null } {
+  const api = cpuPerOp(p.api.cpu, moneyOk(p.api));
+  const pgbench = cpuPerOp(p.pgbench.cpu, p.pgbench.transactions);
+  return { api, pgbench, quotient: api && pgbench && api.total > 0 ? Math.round((pgbench.total / api.total) * 100) / 100 : null };
 }
 
 const pairCpuRows = (pairs: Pair[]) => pairs.map((p) => {
   const c = pairCpu(p);
-  return [p.index, cpuMsText(c.api), cpuMsText(c.pgbench), c.predicted ?? 'n/a', r2(p.ratio)];
+  return [p.index, cpuMsText(c.api), cpuMsText(c.pgbench), c.quotient ?? 'n/a', r2(p.ratio)];
 });
-const PAIR_CPU_HEAD = ['pair', `API per request: ${CPU_MS_HEAD}`, `pgbench per transaction: ${CPU_MS_HEAD}`, 'pgbench ÷ API CPU', 'measured ratio'];
+const PAIR_CPU_HEAD = ['pair', `API per money request: ${CPU_MS_HEAD}`, `pgbench per transaction: ${CPU_MS_HEAD}`, 'pgbench ÷ API CPU per op', 'measured ratio'];
 
 // --- summary table ---------------------------------------------------------------------
 
@@ -175,7 +181,7 @@ export function summaryText(r: BenchResult): string {
     out.push(table(['pair', 'API money req/s', 'API p50 ms', 'API p99 ms (worst op)', 'errors', `API ${CPU_HEAD}`, 'pgbench tps', 'pgbench lat ms', `pgbench ${CPU_HEAD}`, 'ratio'],
       pairs.map((p) => [p.index, r1(p.api.moneyRps), p.api.worstMoneyP50Ms, p.api.worstMoneyP99Ms, p.api.errors, cpuText(p.api.cpu), r1(p.pgbench.tps), p.pgbench.latencyAvgMs, cpuText(p.pgbench.cpu), r2(p.ratio)])));
     out.push(`median ratio ${name}: ${med === null ? 'n/a' : r2(med)}`);
-    out.push('', `CPU per operation ${name}, ms (the ratio is about pgbench's CPU per transaction ÷ the API's per request when both keep the machine busy):`);
+    out.push('', `CPU per operation ${name}, ms (when both runs keep the machine busy, the ratio is pgbench's CPU per transaction ÷ the API's per money request):`);
     out.push(table(PAIR_CPU_HEAD, pairCpuRows(pairs)));
   }
   const lastA = r.pairsA.at(-1)?.api ?? r.pairsB.at(-1)?.api;
@@ -187,12 +193,12 @@ export function summaryText(r: BenchResult): string {
     out.push('', 'Profile (one operation at a time; top-level statements per operation from pg_stat_statements, BEGIN/COMMIT included;',
       'statements batched into one simple query are one round trip but count apart; nested = foreign-key checks and function bodies):');
     out.push(table(['op', 'ok req/s', 'p50 ms', 'p99 ms', 'round trips/op', 'statements/op', 'nested stmts/op', 'commits/op', CPU_HEAD, CPU_MS_HEAD],
-      r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.rps))])));
+      r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.requests))])));
   }
   if (r.sqlCeilings.length) {
     out.push('', 'Database-side ceilings (pgbench running the deposit\'s SQL on the trading database, same clients):');
     out.push(table(['script', 'tps', 'avg ms', 'failed', '÷ pgbench -N (median of pairs a)', CPU_HEAD, CPU_MS_HEAD],
-      r.sqlCeilings.map((c) => [c.script, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.tps))])));
+      r.sqlCeilings.map((c) => [c.script, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.transactions ?? 0))])));
   }
   if (r.sweep.length) {
     out.push('', 'Rising load (closed loop: rising connection counts stand in for rising rates; full mix incl. reads):');
@@ -369,15 +375,15 @@ export function html(r: BenchResult): string {
     r.pairsA.length ? `<h3>(a) no sessions</h3>${htmlTable(pairHead, pairRows(r.pairsA))}` : '',
     r.pairsB.length ? `<h3>(b) sessions held</h3>${htmlTable(pairHead, pairRows(r.pairsB))}` : '',
     `<p>CPU columns: percent of one core used during the run by the server processes / PostgreSQL / the load generators (wrk, pgbench, session processes, the bench) / interrupts, soft interrupts and steal (loopback TCP work is charged there, to no process) / everything else on the machine (other users: the noise of a shared machine).</p>`,
-    `<h3>CPU per operation</h3><p>The same CPU figures as milliseconds of CPU per API request (every request of the mix) and per pgbench transaction. When both runs keep the machine busy, each side's rate is the CPU it gets divided by its CPU per operation, so the ratio is about pgbench's CPU per transaction ÷ the API's per request.</p>`,
+    r.pairsA.length || r.pairsB.length ? `<h3>CPU per operation</h3><p>The same CPU figures as milliseconds of CPU per successful money request of the API (everything done during the run, reads and errors included, charged to them) and per pgbench transaction. Each side's rate is the CPU it got divided by its CPU per operation; when both runs keep the machine busy, the ratio is pgbench's CPU per transaction ÷ the API's per money request, and this table shows where each side's time goes.</p>` : '',
     r.pairsA.length ? htmlTable(['(a) ' + PAIR_CPU_HEAD[0], ...PAIR_CPU_HEAD.slice(1)], pairCpuRows(r.pairsA)) : '',
     r.pairsB.length ? htmlTable(['(b) ' + PAIR_CPU_HEAD[0], ...PAIR_CPU_HEAD.slice(1)], pairCpuRows(r.pairsB)) : '',
     throughput, latency,
     ...[...r.pairsA, ...r.pairsB].map((p) => `<h3>Per operation: ${esc(p.api.label)}</h3>${htmlTable(opHead, opRows(p.api.perOp))}`),
     r.profile.length ? `<h2>Profile: statements per operation</h2><p>Statements = top-level statements per operation (pg_stat_statements, BEGIN/COMMIT included, background work of the server included), per idempotency-key claim. Each is a round trip unless several are sent in one simple-protocol query. Round trips are counted on the wire: data-carrying TCP segments the server's pool connections sent to PostgreSQL (ss -tin data_segs_out), per claim.</p>${htmlTable(['operation', 'ok req/s', 'p50 ms', 'p99 ms', 'round trips/op', 'statements/op', 'nested statements/op', 'commits/op', CPU_HEAD, CPU_MS_HEAD],
-      r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.rps))]))}` : '',
+      r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.requests))]))}` : '',
     ...r.profile.map((p) => `<h3>${esc(p.op)}: top statements</h3>${htmlTable(['calls/op', 'mean ms', 'mean plan ms', 'total ms', 'statement'], p.top.map((t) => [r2(t.perOp), Math.round(t.meanMs * 1000) / 1000, Math.round(t.meanPlanMs * 1000) / 1000, Math.round(t.totalMs), t.query.slice(0, 300)]))}`),
-    r.sqlCeilings.length ? `<h2>Database-side ceilings</h2><p>pgbench running the deposit's own SQL against the trading database with the same clients: what the database allows for the current statement sequence and for one statement per deposit.</p>${htmlTable(['script', 'description', 'tps', 'avg ms', 'failed', '÷ pgbench -N', CPU_HEAD, CPU_MS_HEAD], r.sqlCeilings.map((c) => [c.script, c.description, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.tps))]))}` : '',
+    r.sqlCeilings.length ? `<h2>Database-side ceilings</h2><p>pgbench running the deposit's own SQL against the trading database with the same clients: what the database allows for the current statement sequence and for one statement per deposit.</p>${htmlTable(['script', 'description', 'tps', 'avg ms', 'failed', '÷ pgbench -N', CPU_HEAD, CPU_MS_HEAD], r.sqlCeilings.map((c) => [c.script, c.description, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.transactions ?? 0))]))}` : '',
     r.sweep.length ? `<h2>Rising load</h2><p>wrk is closed-loop and wrk2 is not in Debian's archive, so rising connection counts stand in for rising rates.</p>${htmlTable(['connections', 'money req/s', 'all req/s', 'worst money p50 ms', 'worst money p99 ms', 'errors', CPU_HEAD], r.sweep.map((s) => [s.connections, r1(s.moneyRps), r1(s.rps), s.worstMoneyP50Ms, s.worstMoneyP99Ms, s.errors, cpuText(s.cpu)]))}` : '',
     sweep,
     ...r.sweep.map((s) => `<h3>Per operation: ${esc(s.label)}</h3>${htmlTable(opHead, opRows(s.perOp))}`),

@@ -162,6 +162,12 @@ const pairCpuRows = (pairs: Pair[]) => pairs.map((p) => {
 });
 const PAIR_CPU_HEAD = ['pair', `API per money request: ${CPU_MS_HEAD}`, `pgbench per transaction: ${CPU_MS_HEAD}`, 'pgbench ÷ API CPU per op', 'measured ratio'];
 
+/** A profile row, in the summary and in the HTML alike. */
+const profileRow = (p: ProfileResult) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.requests))];
+
+/** A SQL ceiling's figures after its name (and, in the HTML, its description). */
+const ceilingFigures = (c: BenchResult['sqlCeilings'][number]) => [r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.transactions ?? 0))];
+
 // --- summary table ---------------------------------------------------------------------
 
 function table(head: string[], rows: (string | number)[][]): string {
@@ -193,12 +199,12 @@ export function summaryText(r: BenchResult): string {
     out.push('', 'Profile (one operation at a time; top-level statements per operation from pg_stat_statements, BEGIN/COMMIT included;',
       'statements batched into one simple query are one round trip but count apart; nested = foreign-key checks and function bodies):');
     out.push(table(['op', 'ok req/s', 'p50 ms', 'p99 ms', 'round trips/op', 'statements/op', 'nested stmts/op', 'commits/op', CPU_HEAD, CPU_MS_HEAD],
-      r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.requests))])));
+      r.profile.map(profileRow)));
   }
   if (r.sqlCeilings.length) {
     out.push('', 'Database-side ceilings (pgbench running the deposit\'s SQL on the trading database, same clients):');
     out.push(table(['script', 'tps', 'avg ms', 'failed', '÷ pgbench -N (median of pairs a)', CPU_HEAD, CPU_MS_HEAD],
-      r.sqlCeilings.map((c) => [c.script, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.transactions ?? 0))])));
+      r.sqlCeilings.map((c) => [c.script, ...ceilingFigures(c)])));
   }
   if (r.sweep.length) {
     out.push('', 'Rising load (closed loop: rising connection counts stand in for rising rates; full mix incl. reads):');
@@ -376,14 +382,13 @@ export function html(r: BenchResult): string {
     r.pairsB.length ? `<h3>(b) sessions held</h3>${htmlTable(pairHead, pairRows(r.pairsB))}` : '',
     `<p>CPU columns: percent of one core used during the run by the server processes / PostgreSQL / the load generators (wrk, pgbench, session processes, the bench) / interrupts, soft interrupts and steal (loopback TCP work is charged there, to no process) / everything else on the machine (other users: the noise of a shared machine).</p>`,
     r.pairsA.length || r.pairsB.length ? `<h3>CPU per operation</h3><p>The same CPU figures as milliseconds of CPU per successful money request of the API (everything done during the run, reads and errors included, charged to them) and per pgbench transaction. Each side's rate is the CPU it got divided by its CPU per operation; when both runs keep the machine busy, the ratio is pgbench's CPU per transaction ÷ the API's per money request, and this table shows where each side's time goes.</p>` : '',
-    r.pairsA.length ? htmlTable(['(a) ' + PAIR_CPU_HEAD[0], ...PAIR_CPU_HEAD.slice(1)], pairCpuRows(r.pairsA)) : '',
-    r.pairsB.length ? htmlTable(['(b) ' + PAIR_CPU_HEAD[0], ...PAIR_CPU_HEAD.slice(1)], pairCpuRows(r.pairsB)) : '',
+    ...([['(a)', r.pairsA], ['(b)', r.pairsB]] as const).map(([tag, pairs]) => (pairs.length ? htmlTable([`${tag} ${PAIR_CPU_HEAD[0]}`, ...PAIR_CPU_HEAD.slice(1)], pairCpuRows(pairs)) : '')),
     throughput, latency,
     ...[...r.pairsA, ...r.pairsB].map((p) => `<h3>Per operation: ${esc(p.api.label)}</h3>${htmlTable(opHead, opRows(p.api.perOp))}`),
     r.profile.length ? `<h2>Profile: statements per operation</h2><p>Statements = top-level statements per operation (pg_stat_statements, BEGIN/COMMIT included, background work of the server included), per idempotency-key claim. Each is a round trip unless several are sent in one simple-protocol query. Round trips are counted on the wire: data-carrying TCP segments the server's pool connections sent to PostgreSQL (ss -tin data_segs_out), per claim.</p>${htmlTable(['operation', 'ok req/s', 'p50 ms', 'p99 ms', 'round trips/op', 'statements/op', 'nested statements/op', 'commits/op', CPU_HEAD, CPU_MS_HEAD],
-      r.profile.map((p) => [p.op, r1(p.okRps), p.latencyMs.p50, p.latencyMs.p99, nv(p.roundTripsPerOp ?? null), nv(p.statementsPerOp), nv(p.nestedPerOp), nv(p.commitsPerOp), cpuText(p.cpu), cpuMsText(cpuPerOp(p.cpu, p.requests))]))}` : '',
+      r.profile.map(profileRow))}` : '',
     ...r.profile.map((p) => `<h3>${esc(p.op)}: top statements</h3>${htmlTable(['calls/op', 'mean ms', 'mean plan ms', 'total ms', 'statement'], p.top.map((t) => [r2(t.perOp), Math.round(t.meanMs * 1000) / 1000, Math.round(t.meanPlanMs * 1000) / 1000, Math.round(t.totalMs), t.query.slice(0, 300)]))}`),
-    r.sqlCeilings.length ? `<h2>Database-side ceilings</h2><p>pgbench running the deposit's own SQL against the trading database with the same clients: what the database allows for the current statement sequence and for one statement per deposit.</p>${htmlTable(['script', 'description', 'tps', 'avg ms', 'failed', '÷ pgbench -N', CPU_HEAD, CPU_MS_HEAD], r.sqlCeilings.map((c) => [c.script, c.description, r1(c.tps), c.latencyAvgMs, c.failed, c.vsPgbenchN === null ? 'n/a' : r2(c.vsPgbenchN), cpuText(c.cpu), cpuMsText(cpuPerOp(c.cpu, c.transactions ?? 0))]))}` : '',
+    r.sqlCeilings.length ? `<h2>Database-side ceilings</h2><p>pgbench running the deposit's own SQL against the trading database with the same clients: what the database allows for the current statement sequence and for one statement per deposit.</p>${htmlTable(['script', 'description', 'tps', 'avg ms', 'failed', '÷ pgbench -N', CPU_HEAD, CPU_MS_HEAD], r.sqlCeilings.map((c) => [c.script, c.description, ...ceilingFigures(c)]))}` : '',
     r.sweep.length ? `<h2>Rising load</h2><p>wrk is closed-loop and wrk2 is not in Debian's archive, so rising connection counts stand in for rising rates.</p>${htmlTable(['connections', 'money req/s', 'all req/s', 'worst money p50 ms', 'worst money p99 ms', 'errors', CPU_HEAD], r.sweep.map((s) => [s.connections, r1(s.moneyRps), r1(s.rps), s.worstMoneyP50Ms, s.worstMoneyP99Ms, s.errors, cpuText(s.cpu)]))}` : '',
     sweep,
     ...r.sweep.map((s) => `<h3>Per operation: ${esc(s.label)}</h3>${htmlTable(opHead, opRows(s.perOp))}`),
